@@ -1,0 +1,57 @@
+"""The ``minillama`` command line: one subcommand per job, each owned by the stage that does the work.
+
+This is the only module allowed to import every stage. Each command lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int``; the module is imported only when its command is parsed, so
+``minillama --help`` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module that owns the command, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("minillama.info", "show package versions, the devices found (CUDA/MPS/CPU) and threads"),
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Build the top-level parser; only the module of the command named in ``argv`` is imported."""
+    from minillama import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="minillama",
+        description="Build and train Llama 3 from scratch. Run `minillama COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"minillama {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = _command_in(argv)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:
+            importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def _command_in(argv: list[str] | None) -> str | None:
+    """The first argument that names a command, if any (options before it are top-level flags)."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg in COMMANDS:
+            return arg
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
