@@ -14,6 +14,9 @@ import sys
 # name -> (module that owns the command, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("minillama.info", "show package versions, the devices found (CUDA/MPS/CPU) and threads"),
+    "generate": ("minillama.generate", "sample text from a checkpoint (ours, Meta's or Hugging Face's)"),
+    "train": ("minillama.train.cli", "train a model (defaults: the tiny preset on tinyshakespeare)"),
+    "plot": ("minillama.train.plot", "plot loss, learning rate and throughput of a run folder"),
 }
 
 
