@@ -86,7 +86,8 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, dim: int) -> np.ndarray:
         e, shift = _stable_exp(x, dim)
-        out = x - (shift + np.log(np.sum(e, axis=dim, keepdims=True)))
+        out = x - shift  # subtract the two terms one at a time: shift + log(sum) would round in float32
+        out -= np.log(np.sum(e, axis=dim, keepdims=True))
         ctx.save_for_backward(out)
         ctx.dim = dim
         return out
@@ -132,7 +133,7 @@ class CrossEntropy(Function):
         e, shift = _stable_exp(logits, -1)
         total = np.sum(e, axis=-1, keepdims=True)
         rows = np.arange(n)
-        nll = (np.log(total[:, 0]) + shift[:, 0] - logits[rows, safe]) * valid  # (N,)
+        nll = (np.log(total[:, 0]) - (logits[rows, safe] - shift[:, 0])) * valid  # (N,)
         e /= total  # probabilities
         ctx.save_for_backward(e, safe, valid)
         ctx.reduction = reduction

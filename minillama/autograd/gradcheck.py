@@ -89,7 +89,8 @@ def gradcheck(
             if not raise_exception:
                 return False
             worst = np.unravel_index(np.argmax(error - rtol * np.abs(numerical)), x.shape)
-            name = getattr(fn, "__name__", "fn")
+            owner = getattr(fn, "__self__", None)  # Function.apply is a classmethod: name the Function
+            name = getattr(owner, "__name__", None) or getattr(fn, "__qualname__", "fn")
             raise GradcheckError(
                 f"gradcheck failed for input {i} (shape {x.shape}) of {name}: {int(bad.sum())} of {x.data.size} "
                 f"entries differ by more than atol={atol:g} + rtol={rtol:g} * |numerical|.\n"

@@ -175,7 +175,7 @@ def stable_sigmoid(a: np.ndarray) -> np.ndarray:
     """``1 / (1 + e^-a)``, accurate in both tails. For very negative ``a`` (below -88 in float32) ``e^-a`` overflows
     to inf and the result is 0, the correct limit, so the overflow warning is silenced."""
     with np.errstate(over="ignore"):
-        out = np.negative(a)
+        out = np.negative(a, out=np.empty_like(a))
         np.exp(out, out=out)
     out += 1
     return np.reciprocal(out, out=out)
@@ -332,11 +332,8 @@ class MatMul(Function):
         # Treat vectors as matrices: a (k,) -> (1, k), b (k,) -> (k, 1), and give grad the matching axes.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g = grad
-        if a.ndim == 1:
-            g = np.expand_dims(g, -2)
-        if b.ndim == 1:
-            g = np.expand_dims(g, -1)
+        g = grad[..., None] if b.ndim == 1 else grad
+        g = g[..., None, :] if a.ndim == 1 else g
         grad_a = grad_b = None
         if b2.ndim == 2 and a2.ndim > 2:  # (..., m, k) @ (k, n): fold the batch into the rows
             g_rows = g.reshape(-1, g.shape[-1])
