@@ -1,0 +1,169 @@
+"""Build the student notebooks and the autograders of every exercise set with otter-grader.
+
+Each folder `exercises/NN_slug/` holds one master notebook, `NN_slug.ipynb`, in otter's assign format: statements,
+solutions, public and hidden tests, and points. `otter assign` turns it into
+
+    exercises/_dist/student/NN_slug/NN_slug.ipynb     the notebook students get (stubs, public tests only)
+    exercises/_dist/student/NN_slug/tests/            the public tests that `grader.check("q1")` runs
+    exercises/_dist/student/NN_slug.zip               the two above in one file (upload it to Colab)
+    exercises/_dist/autograder/NN_slug/NN_slug-autograder.zip   what `otter run` / `exercises/grade.py` grade with
+    exercises/_dist/autograder/NN_slug/NN_slug.ipynb  the solutions, as a student notebook (keep it private)
+    exercises/_dist/autograder/NN_slug/tests/         public and hidden tests
+
+`exercises/_dist/` is ignored by git: no student version, and no solution outside the master notebooks, is committed.
+
+    python exercises/build.py               # build every exercise set
+    python exercises/build.py --check       # ... then grade the solutions (full marks) and the stubs (zero)
+    python exercises/build.py 01_autograd   # only some sets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from grade import grade_submission
+
+EXERCISES = Path(__file__).resolve().parent
+DIST = EXERCISES / "_dist"
+
+# The first code cell of every student notebook: it makes `grader.check` work on a laptop and on Colab, where the
+# notebook is opened on its own and the public tests arrive in the zip the student uploads. The master notebook does
+# not have it, so that running the master (nbval, `otter assign`) never writes otter's log file into the repository.
+SETUP_CELL = '''\
+# Run this cell first: it sets up `grader.check("q1")`, which runs the public tests of a question.
+# On Colab, first upload {slug}.zip (from your instructor) with the Files pane on the left.
+import os
+import zipfile
+
+try:
+    import otter
+except ImportError:  # Colab or a fresh environment: install the checker
+    %pip install -q "otter-grader==7.*"
+    import otter
+
+if not os.path.isdir("tests") and os.path.isfile("{slug}.zip"):
+    with zipfile.ZipFile("{slug}.zip") as archive:
+        archive.extractall(members=[name for name in archive.namelist() if name.startswith("tests/")])
+grader = otter.Notebook(tests_dir="tests")'''
+
+
+@dataclass
+class Built:
+    """The files built for one exercise set."""
+
+    slug: str  # "01_autograd"
+    master: Path  # exercises/01_autograd/01_autograd.ipynb
+    student: Path  # <out>/student/01_autograd/01_autograd.ipynb
+    student_zip: Path  # <out>/student/01_autograd.zip
+    autograder: Path  # <out>/autograder/01_autograd/01_autograd-autograder.zip
+    solutions: Path  # <out>/autograder/01_autograd/01_autograd.ipynb
+
+
+def exercise_sets(names: list[str] | None = None) -> list[Path]:
+    """The master notebooks `exercises/NN_slug/NN_slug.ipynb`, in order; `names` selects some by slug."""
+    masters = sorted(path for path in EXERCISES.glob("[0-9][0-9]_*/*.ipynb") if path.stem == path.parent.name)
+    if names:
+        unknown = set(names) - {path.stem for path in masters}
+        if unknown:
+            raise SystemExit(f"no exercise set named {', '.join(sorted(unknown))}; have {[p.stem for p in masters]}")
+        masters = [path for path in masters if path.stem in names]
+    return masters
+
+
+def add_setup_cell(notebook_path: Path, slug: str) -> None:
+    """Insert the locked setup cell after the notebook's first (title) cell; drop the master's execution times."""
+    notebook = json.loads(notebook_path.read_text(encoding="utf-8"))
+    for existing in notebook["cells"]:
+        existing.get("metadata", {}).pop("execution", None)
+    cell = {
+        "cell_type": "code",
+        "execution_count": None,
+        "metadata": {"deletable": False, "editable": False},
+        "outputs": [],
+        "source": SETUP_CELL.format(slug=slug).splitlines(keepends=True),
+    }
+    notebook["cells"].insert(1, cell)
+    notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def build_one(master: Path, out: Path) -> Built:
+    """Run `otter assign` on one master notebook and lay its output out under `out`."""
+    slug = master.stem
+    with tempfile.TemporaryDirectory(prefix=f"otter-assign-{slug}-") as tmp:
+        result = Path(tmp) / "dist"
+        command = [sys.executable, "-m", "otter", "assign", "--no-pdfs", "--no-run-tests", str(master), str(result)]
+        run = subprocess.run(command, capture_output=True, text=True, cwd=master.parent)
+        if run.returncode != 0:
+            raise RuntimeError(f"otter assign failed for {master}:\n{run.stdout}\n{run.stderr}")
+        (zip_made,) = (result / "autograder").glob(f"{slug}-autograder_*.zip")  # otter stamps the time in the name
+
+        student_dir, autograder_dir = out / "student" / slug, out / "autograder" / slug
+        for folder in (student_dir, autograder_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(result / "student", student_dir)
+        autograder_dir.mkdir(parents=True)
+        shutil.copy2(zip_made, autograder_dir / f"{slug}-autograder.zip")
+        shutil.copy2(result / "autograder" / f"{slug}.ipynb", autograder_dir / f"{slug}.ipynb")
+        shutil.copytree(result / "autograder" / "tests", autograder_dir / "tests")
+
+    built = Built(
+        slug=slug,
+        master=master,
+        student=student_dir / f"{slug}.ipynb",
+        student_zip=out / "student" / f"{slug}.zip",
+        autograder=autograder_dir / f"{slug}-autograder.zip",
+        solutions=autograder_dir / f"{slug}.ipynb",
+    )
+    for notebook in (built.student, built.solutions):
+        add_setup_cell(notebook, slug)
+    with zipfile.ZipFile(built.student_zip, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(student_dir.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(student_dir).as_posix())
+    return built
+
+
+def build(out: Path = DIST, names: list[str] | None = None) -> list[Built]:
+    """Build every exercise set (or those named) into `out`."""
+    return [build_one(master, out) for master in exercise_sets(names)]
+
+
+def check(built: list[Built]) -> bool:
+    """Grade each set's solutions (they must score full marks) and its student stubs (they must score 0)."""
+    ok = True
+    for item in built:
+        for label, notebook, want_full in (("solutions", item.solutions, True), ("student stubs", item.student, False)):
+            report = grade_submission(notebook, item.autograder)
+            passed = not report.error and (
+                report.total == report.total_possible > 0 if want_full else report.total == 0 < report.total_possible
+            )
+            ok &= passed
+            verdict = "ok" if passed else "FAILED"
+            print(f"{item.slug}: {label} score {report.total:g} / {report.total_possible:g}  {verdict} {report.error}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build student notebooks and autograders of the exercises (otter).")
+    parser.add_argument("names", nargs="*", help="exercise sets to build, e.g. 01_autograd (default: all)")
+    parser.add_argument("--out", type=Path, default=DIST, help=f"output folder (default: {DIST})")
+    parser.add_argument("--check", action="store_true", help="grade solutions (full marks) and stubs (zero)")
+    args = parser.parse_args(argv)
+    built = build(args.out, args.names)
+    for item in built:
+        print(f"{item.slug}: {item.student_zip} (students), {item.autograder} (grading)")
+    if args.check and not check(built):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

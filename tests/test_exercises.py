@@ -1,0 +1,210 @@
+"""The exercises: otter builds them, the solutions earn full marks, the stubs earn nothing, the import guard holds.
+
+Everything is built once per session into a temporary folder with `exercises/build.py` (the script behind
+`make exercises`) and graded with `otter run`, the non-containerized grader that `exercises/grade.py` uses, exactly as
+an instructor would grade a folder of submissions. The gradings run two at a time; each starts a Jupyter kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
+sys.path.insert(0, str(EXERCISES))
+import build  # noqa: E402  (exercises/build.py, a script beside grade.py)
+from grade import GradeReport, grade_submission  # noqa: E402
+
+SLUGS = [master.stem for master in build.exercise_sets()]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def _solution_cells(notebook: dict) -> list[dict]:
+    return [cell for cell in notebook["cells"] if "otter_assign_solution_cell" in cell["metadata"].get("tags", [])]
+
+
+def _defined_function(cell: dict) -> str:
+    return re.search(r"^def (\w+)\(", _source(cell), flags=re.MULTILINE).group(1)
+
+
+def _variant(solutions: Path, folder: Path, name: str, edit) -> Path:
+    """A copy of the solutions notebook (a perfect submission) with `edit(notebook)` applied: a cheating student."""
+    notebook = _read(solutions)
+    edit(notebook)
+    path = folder / name / solutions.name
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+    return path
+
+
+def _import_at_top(notebook: dict) -> None:
+    notebook["cells"].insert(2, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                                 "source": "import minillama  # noqa: F401\n"})
+
+
+def _wrap_last_answer(template: str):
+    """Append `template` (with {fn}) to the last answer cell: the student's last function is replaced by a cheat."""
+
+    def edit(notebook: dict) -> None:
+        cell = _solution_cells(notebook)[-1]
+        cell["source"] = _source(cell) + "\n\n" + template.format(fn=_defined_function(cell))
+
+    return edit
+
+
+# The function calls the book's package at run time (a lazy import inside the body).
+LAZY_IMPORT = """\
+_original = {fn}
+
+
+def {fn}(*args, **kwargs):
+    import minillama  # noqa: F401
+
+    return _original(*args, **kwargs)
+"""
+
+# The function comes from another module (here a module made on the fly, standing in for any library).
+FROM_ANOTHER_MODULE = """\
+import types
+
+_library = types.ModuleType("some_library")
+_library.__dict__.update({{k: v for k, v in globals().items() if not k.startswith("_")}})
+exec({source!r}, _library.__dict__)
+{fn} = _library.{fn}
+"""
+
+
+def _from_another_module(notebook: dict) -> None:
+    cell = _solution_cells(notebook)[-1]
+    code = _source(cell)
+    cell["source"] = code + "\n\n" + FROM_ANOTHER_MODULE.format(fn=_defined_function(cell), source=code)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> dict[str, build.Built]:
+    return {item.slug: item for item in build.build(tmp_path_factory.mktemp("exercises_dist"))}
+
+
+@pytest.fixture(scope="session")
+def grades(built, tmp_path_factory) -> dict[tuple[str, str], GradeReport]:
+    """Every grading this module checks, run once, two at a time."""
+    cheats = tmp_path_factory.mktemp("cheats")
+    jobs: dict[tuple[str, str], tuple[Path, Path]] = {}
+    for slug, item in built.items():
+        jobs[slug, "solutions"] = item.solutions, item.autograder
+        jobs[slug, "student"] = item.student, item.autograder
+        for kind, edit in (
+            ("lazy import", _wrap_last_answer(LAZY_IMPORT)),
+            ("another module", _from_another_module),
+            ("import at top", _import_at_top),
+        ):
+            if kind != "import at top" or slug == SLUGS[0]:  # a top-level import is checked on one set
+                jobs[slug, kind] = _variant(item.solutions, cheats, f"{slug}-{kind}", edit), item.autograder
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = pool.map(lambda job: grade_submission(*job, timeout=300), jobs.values())
+        return dict(zip(jobs, reports, strict=True))
+
+
+def test_every_exercise_set_is_found():
+    assert SLUGS, "no master notebooks under exercises/NN_slug/NN_slug.ipynb"
+    assert {"01_autograd", "02_tokenization"} <= set(SLUGS)
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_build_lays_out_student_and_autograder_files(built, slug):
+    item = built[slug]
+    for path in (item.student, item.student_zip, item.autograder, item.solutions):
+        assert path.is_file(), f"{path} was not built"
+    with zipfile.ZipFile(item.student_zip) as archive:
+        names = set(archive.namelist())
+    assert f"{slug}.ipynb" in names and any(re.fullmatch(r"tests/q\d+\.py", n) for n in names), sorted(names)
+    with zipfile.ZipFile(item.autograder) as archive:
+        assert any(re.fullmatch(r"tests/q\d+\.py", n) for n in archive.namelist()), "the autograder has no tests"
+    setup = _source(_read(item.student)["cells"][1])
+    assert "otter.Notebook" in setup and f"{slug}.zip" in setup, "the student notebook lacks its setup cell"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_student_version_has_no_solutions_and_no_hidden_tests(built, slug):
+    item = built[slug]
+    master = _read(item.master)
+    student_text = "\n".join(_source(cell) for cell in _read(item.student)["cells"])
+    solution_lines = set()
+    for cell in master["cells"]:
+        match = re.search(r"# BEGIN SOLUTION NO PROMPT\n(.*?)# END SOLUTION", _source(cell), flags=re.DOTALL)
+        if match:
+            solution_lines |= {line.strip() for line in match.group(1).splitlines() if len(line.strip()) > 12}
+    assert solution_lines, "the master notebook has no solution blocks"
+    leaked = sorted(line for line in solution_lines if line in student_text)
+    assert not leaked, f"solution lines in the student notebook: {leaked[:5]}"
+
+    student_tests = "\n".join(p.read_text() for p in sorted((item.student.parent / "tests").glob("*.py")))
+    all_tests = "\n".join(p.read_text() for p in sorted((item.solutions.parent / "tests").glob("*.py")))
+    hidden = re.findall(r"hidden=True\)\ndef (\w+)\(", all_tests)
+    assert hidden, "the exercise set has no hidden tests"
+    assert not [name for name in hidden if name in student_tests], "hidden tests were given to students"
+    assert "hidden=False" in student_tests, "students need public tests for grader.check"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_master_solutions_earn_full_marks(grades, slug):
+    report = grades[slug, "solutions"]
+    assert not report.error, report.error
+    assert report.total_possible > 0
+    assert report.scores == report.possible, f"the solutions lost points: {report.scores} of {report.possible}"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_student_stubs_earn_nothing(grades, slug):
+    report = grades[slug, "student"]
+    assert not report.error, report.error
+    assert report.total_possible > 0
+    assert report.total == 0, f"an unanswered notebook earned points: {report.scores}"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+@pytest.mark.parametrize("kind", ["lazy import", "another module"])
+def test_a_borrowed_function_loses_its_question(built, grades, slug, kind):
+    report = grades[slug, kind]
+    assert not report.error, report.error
+    last = max(report.possible, key=lambda name: int(name[1:]))  # q1, q2, ...: the cheat is in the last question
+    assert report.scores[last] == 0, f"{kind}: the borrowed function still earned {report.scores[last]} points"
+    others = {name: score for name, score in report.scores.items() if name != last}
+    assert others == {name: report.possible[name] for name in others}, f"{kind}: honest answers lost points"
+
+
+def test_importing_minillama_anywhere_earns_nothing(grades):
+    report = grades[SLUGS[0], "import at top"]
+    assert not report.error, report.error
+    assert report.total_possible > 0 and report.total == 0, f"a notebook importing minillama earned {report.scores}"
+
+
+def test_student_notebook_finds_its_tests_in_the_uploaded_zip(built, tmp_path):
+    """Colab: the notebook is opened alone and the zip uploaded beside it; the setup cell unpacks the tests."""
+    item = built[SLUGS[-1]]
+    for path in (item.student, item.student_zip):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
+               "--output", "run.ipynb", item.student.name]
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    outputs = {
+        _source(cell): json.dumps(cell["outputs"])
+        for cell in _read(tmp_path / "run.ipynb")["cells"]
+        if cell["cell_type"] == "code"
+    }
+    assert (tmp_path / "tests" / "q1.py").is_file(), "the setup cell did not unpack the tests"
+    assert "NotImplementedError" in outputs['grader.check("q1")'], outputs['grader.check("q1")']
