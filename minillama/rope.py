@@ -1,0 +1,85 @@
+"""Rotary position embeddings (RoPE, Su et al. 2021) in Meta's convention, with Llama 3.1's frequency scaling.
+
+RoPE rotates each pair of adjacent features ``(x[2j], x[2j+1])`` of a query or key head, read as the complex number
+``x[2j] + i x[2j+1]``, by the angle ``m * theta_j`` at position ``m``, with ``theta_j = rope_theta ** (-2j / D)``.
+A dot product between a query at position ``m`` and a key at position ``n`` then depends only on ``m - n``.
+
+Meta's reference code stores the rotations as a complex64 tensor ``freqs_cis = exp(i m theta_j)`` and multiplies
+complex numbers. We keep exactly that layout (adjacent pairs, not Hugging Face's "rotate half" split) but store
+``torch.view_as_real(freqs_cis)`` — the (cos, sin) pairs — and do the complex product in real arithmetic, which
+runs on every backend (MPS, ``torch.compile``, the meta device) and gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from minillama.config import ModelConfig
+
+
+def apply_rope_scaling(
+    freqs: torch.Tensor,
+    scale_factor: float = 8.0,
+    low_freq_factor: float = 1.0,
+    high_freq_factor: float = 4.0,
+    original_max_seq_len: int = 8192,
+) -> torch.Tensor:
+    """Llama 3.1's long-context rescaling of the rotary frequencies (Meta's ``apply_scaling``).
+
+    Wavelengths ``2 pi / freq`` shorter than ``original_max_seq_len / high_freq_factor`` (2048 tokens for 3.1) are
+    kept; those longer than ``original_max_seq_len / low_freq_factor`` (8192) are stretched ``scale_factor`` times;
+    in between, the frequency is interpolated linearly in ``original_max_seq_len / wavelength``. High frequencies
+    carry local word order and are left alone; low frequencies, which never completed a turn in 8K-token
+    pre-training, are slowed down so that 128K positions stay inside the angles the model has seen.
+    """
+    low_freq_wavelen = original_max_seq_len / low_freq_factor
+    high_freq_wavelen = original_max_seq_len / high_freq_factor
+    wavelen = 2 * math.pi / freqs
+    smooth = (original_max_seq_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    interpolated = (1 - smooth) * freqs / scale_factor + smooth * freqs
+    scaled = torch.where(wavelen > low_freq_wavelen, freqs / scale_factor, freqs)
+    in_between = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(in_between, interpolated, scaled)
+
+
+def rope_frequencies(config: ModelConfig, device: torch.device | str | None = None) -> torch.Tensor:
+    """The ``head_dim // 2`` rotary frequencies ``theta_j`` in float32, rescaled when ``config.use_scaled_rope``."""
+    D = config.head_dim
+    freqs = 1.0 / (config.rope_theta ** (torch.arange(0, D, 2, device=device, dtype=torch.float32)[: D // 2] / D))
+    if config.use_scaled_rope:
+        freqs = apply_rope_scaling(freqs, config.rope_scaling_factor, config.rope_low_freq_factor,
+                                   config.rope_high_freq_factor, config.rope_original_max_seq_len)
+    return freqs
+
+
+def precompute_freqs_cis(
+    config: ModelConfig, end: int, start: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The rotations ``exp(i m theta_j)`` for positions ``start <= m < end``, as (cos, sin) pairs.
+
+    Returns a float32 tensor of shape ``(end - start, head_dim // 2, 2)``: ``torch.view_as_real`` of Meta's complex
+    ``freqs_cis``. Angles are computed in float32, as Meta does, so both models round identically.
+
+    Example: ``head_dim=2`` has one frequency ``theta_0 = 1``, so position ``m`` holds ``(cos m, sin m)``.
+    """
+    freqs = rope_frequencies(config, device=device)
+    positions = torch.arange(start, end, device=device, dtype=torch.float32)
+    angles = torch.outer(positions, freqs)  # (T, D/2)
+    return torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)  # (T, D/2, 2)
+
+
+def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """Rotate each adjacent feature pair of ``x`` (B, T, H, D) by the angles in ``freqs_cis`` (T, D/2, 2).
+
+    The complex product ``(a + ib)(cos + i sin) = (a cos - b sin) + i (a sin + b cos)``, computed in float32 and
+    returned in ``x``'s dtype.
+    """
+    B, T, H, D = x.shape  # batch, time, heads, head dim
+    pairs = x.float().reshape(B, T, H, D // 2, 2)  # (B, T, H, D) -> (B, T, H, D/2, 2)
+    a, b = pairs[..., 0], pairs[..., 1]  # (B, T, H, D/2) each
+    cos = freqs_cis[:, None, :, 0]  # (T, 1, D/2)
+    sin = freqs_cis[:, None, :, 1]
+    rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)  # (B, T, H, D/2, 2)
+    return rotated.flatten(3).type_as(x)  # (B, T, H, D/2, 2) -> (B, T, H, D)
