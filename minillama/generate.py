@@ -1,0 +1,197 @@
+"""Sampling text from a Llama: next-token sampling rules, KV-cache decoding, and the ``minillama generate`` command.
+
+Generation runs the prompt through the model once (the *prefill*), storing every layer's keys and values in a
+:class:`~minillama.model.KVCache`, then feeds one sampled token at a time (the *decode* steps), each of which reads
+the cache instead of recomputing the whole prefix. ``torch.inference_mode`` is switched on here, around generation,
+never inside the model, which also trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from minillama.model import Llama
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                      top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of ``logits`` (B, vocab): greedy, or sampled with temperature, top-k and top-p.
+
+    - ``temperature == 0``: greedy (argmax). Otherwise the logits are divided by ``temperature`` (< 1 sharpens,
+      > 1 flattens the distribution).
+    - ``top_k``: keep the ``k`` most likely tokens.
+    - ``top_p``: nucleus sampling (Holtzman et al. 2020): keep the smallest set of most likely tokens whose
+      probabilities add up to at least ``top_p``. With probabilities ``[0.5, 0.3, 0.2]`` and ``top_p=0.7`` the
+      first two are kept.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of the more likely tokens
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # the first is always kept
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def stream(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens: int, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, stop_tokens: Sequence[int] = (),
+           generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield the next token of every sequence, (B,), one step at a time, as soon as it is sampled.
+
+    ``prompt`` is a list of ids or a (B, T) tensor of equally long prompts. Stops after ``max_new_tokens`` or when
+    every sequence has produced one of ``stop_tokens`` (a finished sequence keeps repeating its stop token).
+    Without ``use_cache`` each step recomputes the whole sequence: slower, and the reference the cache must match.
+    """
+    device = model.tok_embeddings.weight.device
+    tokens = torch.as_tensor(prompt, dtype=torch.long, device=device)
+    tokens = tokens[None] if tokens.dim() == 1 else tokens  # (T,) -> (1, T)
+    B, T = tokens.shape  # batch, prompt length
+    if T == 0:
+        raise ValueError("the prompt is empty: give at least one token (e.g. the tokenizer's begin-of-text id)")
+    if T + max_new_tokens > model.config.max_seq_len:
+        raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len "
+                         f"({model.config.max_seq_len})")
+    cache = model.make_cache(B, T + max_new_tokens) if use_cache else None
+    stop = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    last_token = torch.zeros(B, dtype=torch.long, device=device)
+    position = 0
+    for _ in range(max_new_tokens):
+        if cache is not None:
+            logits = model(tokens[:, position:], start_pos=position, cache=cache, last_only=True)
+            position = tokens.shape[1]
+        else:
+            logits = model(tokens, last_only=True)
+        next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+        next_token = torch.where(finished, last_token, next_token)
+        finished |= torch.isin(next_token, stop)
+        last_token = next_token
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)  # (B, T) -> (B, T + 1)
+        yield next_token
+        if bool(finished.all()):
+            return
+
+
+def generate(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens: int, **kwargs) -> torch.Tensor:
+    """The prompt followed by the generated tokens, (B, T + new); ``kwargs`` as for :func:`stream`."""
+    tokens = torch.as_tensor(prompt, dtype=torch.long, device=model.tok_embeddings.weight.device)
+    tokens = tokens[None] if tokens.dim() == 1 else tokens
+    new = list(stream(model, tokens, max_new_tokens, **kwargs))
+    return torch.cat([tokens, torch.stack(new, dim=1)], dim=1) if new else tokens
+
+
+# --- the `minillama generate` command ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint folder: ours (config.json + model.safetensors), Meta's "
+                                           "(params.json + consolidated.*.pth) or Hugging Face's")
+    parser.add_argument("--prompt", default="", help="text to continue (default: start from begin-of-text)")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding (default: 0.8)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default: 0.95)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: 0)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (the best available)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights and cache dtype (auto: bfloat16 on a GPU that supports it, else float32)")
+    parser.add_argument("--tokenizer", default="auto",
+                        help="'llama3' (Meta's tokenizer), a tokenizer.model path, or auto: the checkpoint's "
+                             "tokenizer.model, or Meta's for a 128,256-token vocabulary")
+
+
+def _pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(spec: str, checkpoint: Path, vocab_size: int):
+    """The tokenizer for a checkpoint: Meta's Llama 3 tokenizer, or one of ours (a tiktoken rank file)."""
+    from minillama.config import LLAMA3_VOCAB_SIZE
+
+    own = checkpoint / "tokenizer.model"
+    if spec == "llama3" or (spec == "auto" and vocab_size == LLAMA3_VOCAB_SIZE):
+        from minillama.tokenizer.llama3 import Llama3Tokenizer
+
+        return Llama3Tokenizer(own if own.exists() else None)
+    path = own if spec == "auto" else Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"no tokenizer at {path}: pass --tokenizer PATH (a tokenizer.model) or 'llama3'")
+    from minillama.tokenizer.bpe import BPETokenizer
+
+    return BPETokenizer.load(path)
+
+
+def _prompt_and_stops(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
+    """Prompt ids and stop ids: Meta's begin-of-text / end tokens, or our tokenizer's end-of-text if it has one."""
+    if hasattr(tokenizer, "bos_id"):  # Meta's Llama 3 tokenizer
+        return tokenizer.encode(prompt, bos=True), list(tokenizer.stop_tokens)
+    special = getattr(tokenizer, "special_tokens", {})
+    bos = [special[s] for s in ("<|begin_of_text|>",) if s in special]
+    stops = [special[s] for s in ("<|end_of_text|>", "<|endoftext|>", "<|eot_id|>") if s in special]
+    ids = bos + tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("empty prompt and the tokenizer has no <|begin_of_text|> token: give a --prompt")
+    return ids, stops
+
+
+def run(args: argparse.Namespace) -> int:
+    from minillama.checkpoint import load_checkpoint
+
+    device = _pick_device(args.device)
+    model = load_checkpoint(args.checkpoint, device=device, dtype=_pick_dtype(args.dtype, device))
+    tokenizer = load_tokenizer(args.tokenizer, Path(args.checkpoint), model.config.vocab_size)
+    prompt_ids, stop_tokens = _prompt_and_stops(tokenizer, args.prompt)
+    max_new = min(args.max_new_tokens, model.config.max_seq_len - len(prompt_ids))
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    generated: list[int] = []
+    printed = ""
+    for token in stream(model, prompt_ids, max_new, temperature=args.temperature, top_k=args.top_k,
+                        top_p=args.top_p, stop_tokens=stop_tokens, generator=generator):
+        if int(token) in stop_tokens:
+            break
+        generated.append(int(token))
+        text = tokenizer.decode(generated)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the next token
+            continue
+        out.write(text[len(printed):])
+        out.flush()
+        printed = text
+    out.write(tokenizer.decode(generated)[len(printed):] + "\n")  # whatever an unfinished character left
+    return 0
