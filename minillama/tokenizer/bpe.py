@@ -435,7 +435,12 @@ class BPETokenizer:
 
     # ---------------------------------------------------------------- interop and files
     def to_tiktoken(self):
-        """A ``tiktoken.Encoding`` with this tokenizer's ranks, pattern and special tokens (same ids, Rust speed)."""
+        """A ``tiktoken.Encoding`` with this tokenizer's ranks, pattern and special tokens (same ids, Rust speed).
+
+        The ids equal :meth:`encode`'s for all assigned Unicode characters. Code points that one Unicode version
+        leaves unassigned and a newer one makes letters can be split differently, because the ``regex`` module
+        and tiktoken's Rust regex engine each carry their own Unicode tables.
+        """
         if self._tiktoken is None:
             import tiktoken
 
@@ -491,8 +496,11 @@ class BPETokenizer:
 def _recover_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
     """Recover the merge list from a rank table, in rank order.
 
-    Each token of rank ``r`` must reduce to exactly two parts under BPE with the tokens of lower rank; that pair is
-    the merge that created it (what minbpe's ``recover_merges`` does for GPT-4's table).
+    A token of rank ``r`` normally reduces to exactly two parts under BPE with the tokens of lower rank; that pair
+    is the merge that created it (what minbpe's ``recover_merges`` does for GPT-4's table). Some tables hold
+    tokens that merging cannot reach: 678 of the tokens Meta added to Llama 3 (``b" vi\xe1\xbb\x87c"``, " việc",
+    reduces to three parts) are only ever produced by the whole-piece lookup of :func:`bpe_encode_piece`. For
+    those, the split into two lower-ranked tokens whose larger rank is smallest stands in as the merge.
     """
     merges = []
     for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
@@ -500,7 +508,15 @@ def _recover_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
             continue
         parts = bpe_merge_parts(token, _RanksBelow(ranks, rank))
         if len(parts) != 2:
-            raise ValueError(f"token {token!r} (rank {rank}) is not the merge of two lower-ranked tokens")
+            splits = [
+                (max(ranks[token[:i]], ranks[token[i:]]), i)
+                for i in range(1, len(token))
+                if ranks.get(token[:i], rank) < rank and ranks.get(token[i:], rank) < rank
+            ]
+            if not splits:
+                raise ValueError(f"token {token!r} (rank {rank}) is not made of two lower-ranked tokens")
+            cut = min(splits)[1]
+            parts = [token[:cut], token[cut:]]
         merges.append((parts[0], parts[1]))
     return merges
 
