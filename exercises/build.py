@@ -84,6 +84,7 @@ def add_setup_cell(notebook_path: Path, slug: str) -> None:
     for existing in notebook["cells"]:
         existing.get("metadata", {}).pop("execution", None)
     cell = {
+        "id": "otter-setup",
         "cell_type": "code",
         "execution_count": None,
         "metadata": {"deletable": False, "editable": False},

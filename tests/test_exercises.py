@@ -52,21 +52,12 @@ def _variant(solutions: Path, folder: Path, name: str, edit) -> Path:
 
 
 def _import_at_top(notebook: dict) -> None:
-    notebook["cells"].insert(2, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-                                 "source": "import minillama  # noqa: F401\n"})
+    cell = {"id": "cheat", "cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+            "source": "import minillama  # noqa: F401\n"}
+    notebook["cells"].insert(2, cell)
 
 
-def _wrap_last_answer(template: str):
-    """Append `template` (with {fn}) to the last answer cell: the student's last function is replaced by a cheat."""
-
-    def edit(notebook: dict) -> None:
-        cell = _solution_cells(notebook)[-1]
-        cell["source"] = _source(cell) + "\n\n" + template.format(fn=_defined_function(cell))
-
-    return edit
-
-
-# The function calls the book's package at run time (a lazy import inside the body).
+# The last answer calls the book's package at run time (a lazy import inside the body).
 LAZY_IMPORT = """\
 _original = {fn}
 
@@ -77,7 +68,7 @@ def {fn}(*args, **kwargs):
     return _original(*args, **kwargs)
 """
 
-# The function comes from another module (here a module made on the fly, standing in for any library).
+# The second-to-last answer comes from another module (made on the fly here, standing in for any library).
 FROM_ANOTHER_MODULE = """\
 import types
 
@@ -88,10 +79,13 @@ exec({source!r}, _library.__dict__)
 """
 
 
-def _from_another_module(notebook: dict) -> None:
-    cell = _solution_cells(notebook)[-1]
-    code = _source(cell)
-    cell["source"] = code + "\n\n" + FROM_ANOTHER_MODULE.format(fn=_defined_function(cell), source=code)
+def _borrow_last_two_answers(notebook: dict) -> None:
+    """Cheat in the last two questions; the honest answers before them must keep their points."""
+    *_, second_to_last, last = _solution_cells(notebook)
+    last["source"] = _source(last) + "\n\n" + LAZY_IMPORT.format(fn=_defined_function(last))
+    code = _source(second_to_last)
+    borrowed = FROM_ANOTHER_MODULE.format(fn=_defined_function(second_to_last), source=code)
+    second_to_last["source"] = code + "\n\n" + borrowed
 
 
 @pytest.fixture(scope="session")
@@ -107,13 +101,11 @@ def grades(built, tmp_path_factory) -> dict[tuple[str, str], GradeReport]:
     for slug, item in built.items():
         jobs[slug, "solutions"] = item.solutions, item.autograder
         jobs[slug, "student"] = item.student, item.autograder
-        for kind, edit in (
-            ("lazy import", _wrap_last_answer(LAZY_IMPORT)),
-            ("another module", _from_another_module),
-            ("import at top", _import_at_top),
-        ):
-            if kind != "import at top" or slug == SLUGS[0]:  # a top-level import is checked on one set
-                jobs[slug, kind] = _variant(item.solutions, cheats, f"{slug}-{kind}", edit), item.autograder
+        borrowed = _variant(item.solutions, cheats, f"{slug}-borrowed", _borrow_last_two_answers)
+        jobs[slug, "borrowed"] = borrowed, item.autograder
+    first = built[SLUGS[0]]  # the same check in every set: one is enough
+    top = _variant(first.solutions, cheats, "import-at-top", _import_at_top)
+    jobs[first.slug, "import at top"] = top, first.autograder
     with ThreadPoolExecutor(max_workers=2) as pool:
         reports = pool.map(lambda job: grade_submission(*job, timeout=300), jobs.values())
         return dict(zip(jobs, reports, strict=True))
@@ -177,14 +169,14 @@ def test_student_stubs_earn_nothing(grades, slug):
 
 
 @pytest.mark.parametrize("slug", SLUGS)
-@pytest.mark.parametrize("kind", ["lazy import", "another module"])
-def test_a_borrowed_function_loses_its_question(built, grades, slug, kind):
-    report = grades[slug, kind]
+def test_borrowed_functions_lose_their_questions(grades, slug):
+    report = grades[slug, "borrowed"]
     assert not report.error, report.error
-    last = max(report.possible, key=lambda name: int(name[1:]))  # q1, q2, ...: the cheat is in the last question
-    assert report.scores[last] == 0, f"{kind}: the borrowed function still earned {report.scores[last]} points"
-    others = {name: score for name, score in report.scores.items() if name != last}
-    assert others == {name: report.possible[name] for name in others}, f"{kind}: honest answers lost points"
+    *honest, second_to_last, last = sorted(report.possible, key=lambda name: int(name[1:]))  # q1, q2, ...
+    assert report.scores[last] == 0, f"an answer importing minillama at run time earned {report.scores[last]}"
+    assert report.scores[second_to_last] == 0, f"an answer from another module earned {report.scores[second_to_last]}"
+    honest_scores = {q: report.scores[q] for q in honest}
+    assert honest_scores == {q: report.possible[q] for q in honest}, f"honest answers lost points: {honest_scores}"
 
 
 def test_importing_minillama_anywhere_earns_nothing(grades):
@@ -208,3 +200,27 @@ def test_student_notebook_finds_its_tests_in_the_uploaded_zip(built, tmp_path):
     }
     assert (tmp_path / "tests" / "q1.py").is_file(), "the setup cell did not unpack the tests"
     assert "NotImplementedError" in outputs['grader.check("q1")'], outputs['grader.check("q1")']
+
+
+def _master_solutions(slug: str) -> dict:
+    """The namespace of a master notebook's solution cells, executed here (no kernel)."""
+    namespace: dict = {}
+    for cell in _read(EXERCISES / slug / f"{slug}.ipynb")["cells"]:
+        if cell["cell_type"] == "code" and ("# BEGIN SOLUTION" in _source(cell) or _source(cell).startswith("import")):
+            exec(_source(cell), namespace)
+    return namespace
+
+
+def test_bpe_exercise_learns_the_merges_of_the_package():
+    """The exercise's tie rule is the one `minillama.tokenizer` uses, as its statement says."""
+    from minillama.tokenizer import BPETokenizer
+
+    train_bpe = _master_solutions("02_tokenization")["train_bpe"]
+    text = "low lower lowest newer wider, new newest; the the the. 1234 56 naïve café 東京 Zürich!\n\n  end"
+    pattern = r" ?[^\W\d_]+| ?\d{1,3}| ?[^\s\w]+|\s+(?!\S)|\s+"
+    merges = train_bpe(re.findall(pattern, text), 256 + 40)
+    token_bytes = {i: bytes([i]) for i in range(256)}
+    for i, (first, second) in enumerate(merges):
+        token_bytes[256 + i] = token_bytes[first] + token_bytes[second]
+    package = BPETokenizer().train(text, 256 + 40, pattern=pattern, min_frequency=1)
+    assert [(token_bytes[a], token_bytes[b]) for a, b in merges] == list(package.merges)
