@@ -20,6 +20,7 @@ solutions, public and hidden tests, and points. `otter assign` turns it into
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -29,10 +30,21 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from grade import grade_submission
-
 EXERCISES = Path(__file__).resolve().parent
 DIST = EXERCISES / "_dist"
+
+
+def _load_sibling(name: str):
+    """Import exercises/<name>.py under a unique module name (these scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"minillama_exercises_{name}", EXERCISES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+grading = _load_sibling("grade")
+grade_submission = grading.grade_submission
 
 # The first code cell of every student notebook: it makes `grader.check` work on a laptop and on Colab, where the
 # notebook is opened on its own and the public tests arrive in the zip the student uploads. The master notebook does

@@ -7,6 +7,7 @@ an instructor would grade a folder of submissions. The gradings run two at a tim
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -18,9 +19,12 @@ from pathlib import Path
 import pytest
 
 EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
-sys.path.insert(0, str(EXERCISES))
-import build  # noqa: E402  (exercises/build.py, a script beside grade.py)
-from grade import GradeReport, grade_submission  # noqa: E402
+_spec = importlib.util.spec_from_file_location("minillama_exercises_build", EXERCISES / "build.py")
+build = importlib.util.module_from_spec(_spec)  # exercises/build.py, the script behind `make exercises`
+sys.modules[_spec.name] = build
+_spec.loader.exec_module(build)
+grade_submission = build.grade_submission
+GradeReport = build.grading.GradeReport
 
 SLUGS = [master.stem for master in build.exercise_sets()]
 
@@ -224,3 +228,26 @@ def test_bpe_exercise_learns_the_merges_of_the_package():
         token_bytes[256 + i] = token_bytes[first] + token_bytes[second]
     package = BPETokenizer().train(text, 256 + 40, pattern=pattern, min_frequency=1)
     assert [(token_bytes[a], token_bytes[b]) for a, b in merges] == list(package.merges)
+
+
+def test_grade_script_writes_one_row_per_submission(tmp_path):
+    """exercises/grade.py's CSV, from reports made by hand (no grading here): scores, totals, notes."""
+    grading = build.grading
+    folder = tmp_path / "submissions"
+    for student, source in (("alice", "def f():\n    return 1\n"), ("bob", "import minillama\n")):
+        (folder / student).mkdir(parents=True)
+        notebook = {"cells": [{"cell_type": "code", "source": source, "metadata": {}, "outputs": []}]}
+        (folder / student / "set.ipynb").write_text(json.dumps(notebook))
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / ".ipynb_checkpoints" / "set-checkpoint.ipynb").write_text("{}")
+    found = grading.find_submissions(folder)
+    assert [path.parent.name for path in found] == ["alice", "bob"], found
+    reports = [
+        grading.GradeReport(found[0], scores={"q1": 2.0, "q2": 1.5}, possible={"q1": 2.0, "q2": 3.0}),
+        grading.GradeReport(found[1], error="otter run failed (exit 1): boom"),
+    ]
+    grading.write_csv(reports, tmp_path / "grades.csv", folder)
+    rows = (tmp_path / "grades.csv").read_text().splitlines()
+    assert rows[0] == "submission,q1 (/2),q2 (/3),total,possible,note"
+    assert rows[1] == "alice/set.ipynb,2,1.5,3.5,5,"
+    assert rows[2] == "bob/set.ipynb,0,0,0,5,otter run failed (exit 1): boom; imports minillama"
