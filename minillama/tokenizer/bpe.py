@@ -173,8 +173,7 @@ def _merge_pair(
                 i += 1
         words[index] = out
     pair_counts.pop((a, b), None)
-    grown.intersection_update(pair_counts)
-    return grown
+    return {pair for pair in grown if pair in pair_counts}  # (set &= dict would scan the whole dict)
 
 
 def _progress_bar(total: int, enabled: bool):

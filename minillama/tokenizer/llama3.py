@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Collection, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -150,10 +151,14 @@ class Llama3Tokenizer:
         if not isinstance(s, str):
             raise TypeError(f"can only encode str, got {type(s).__name__}")
         allowed = set() if allowed_special is None else allowed_special
+        if not allowed and not disallowed_special:  # no special token can appear: skip tiktoken's special search
+            encode = self.model.encode_ordinary
+        else:
+            encode = partial(self.model.encode, allowed_special=allowed, disallowed_special=disallowed_special)
         ids: list[int] = [self.bos_id] if bos else []
         for i in range(0, len(s), TIKTOKEN_MAX_ENCODE_CHARS):
             for piece in split_long_runs(s[i : i + TIKTOKEN_MAX_ENCODE_CHARS]):
-                ids.extend(self.model.encode(piece, allowed_special=allowed, disallowed_special=disallowed_special))
+                ids.extend(encode(piece))
         if eos:
             ids.append(self.eos_id)
         return ids
