@@ -3,16 +3,23 @@
 Resolution order for a named corpus: the offline mirror (``MINILLAMA_DATA_MIRROR``), then the cache, then the
 network (verified download into the cache). Every copy, mirrored or downloaded, is checked against the corpus's
 size and SHA-256, so the book's numbers are always computed on exactly the same bytes.
+
+Large corpora for training runs (:data:`DOCUMENT_CORPORA`: TinyStories, a FineWeb-Edu sample) are read as streams
+of documents per split (see :mod:`minillama.data.documents`) and downloaded with resume
+(:mod:`minillama.data.resumable`), since a multi-gigabyte download that restarts from zero after every dropped
+connection may never finish.
 """
 
 from __future__ import annotations
 
 import urllib.error
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from minillama.data.download import download, verify
 from minillama.data.paths import cache_dir, mirror_dir, offline
+from minillama.data.resumable import download_resumable
 
 # Suffixes read when ``load_text`` is given a folder.
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
@@ -20,14 +27,19 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst")
 
 @dataclass(frozen=True)
 class Corpus:
-    """A downloadable text file with a fixed size and checksum."""
+    """A downloadable file with a fixed size and checksum.
+
+    ``sha256``/``size`` may be ``None`` for files whose checksum has not been verified by the maintainers (then
+    only the length the server announces is checked); ``resumable`` downloads continue after an interruption.
+    """
 
     name: str
     url: str
     filename: str  # name in the cache and in the mirror folder
-    sha256: str
-    size: int  # bytes
+    sha256: str | None
+    size: int | None  # bytes
     description: str = ""
+    resumable: bool = False
 
 
 CORPORA: dict[str, Corpus] = {
@@ -40,6 +52,110 @@ CORPORA: dict[str, Corpus] = {
             sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
             size=1_115_394,
             description="40,000 lines of Shakespeare's plays (Karpathy's char-rnn), 1.1 MB",
+        ),
+    ]
+}
+
+# --- corpora of documents, for training runs ---------------------------------------------------------------------
+
+HF_DATASETS = "https://huggingface.co/datasets"
+TINYSTORIES_SEPARATOR = "<|endoftext|>"  # between stories in the TinyStories text files
+
+
+@dataclass(frozen=True)
+class DocumentCorpus:
+    """A corpus of many documents in one or more files per split.
+
+    ``fmt`` says how documents are stored: ``"separated"`` (text files, documents separated by ``separator`` on a
+    line of its own) or ``"parquet"`` (one document per row of the ``text`` column; needs ``pyarrow``).
+    """
+
+    name: str
+    files: dict[str, tuple[Corpus, ...]]  # split ("train", "val" or "all") -> files
+    fmt: str
+    description: str = ""
+    separator: str = TINYSTORIES_SEPARATOR
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.files)
+
+    def documents(self, split: str) -> Iterator[str]:
+        """The documents of ``split``, streamed file by file (downloaded on first use)."""
+        if split not in self.files:
+            raise ValueError(f"corpus {self.name!r} has splits {', '.join(self.files)}, not {split!r}")
+        for corpus in self.files[split]:
+            path = corpus_path(corpus)
+            if self.fmt == "separated":
+                yield from _separated_documents(path, self.separator)
+            elif self.fmt == "parquet":
+                yield from _parquet_documents(path)
+            else:
+                raise ValueError(f"unknown document format {self.fmt!r}")
+
+
+def _separated_documents(path: Path, separator: str) -> Iterator[str]:
+    """Documents of a text file in which ``separator`` lines separate documents (read line by line)."""
+    lines: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip() == separator:
+                if any(part.strip() for part in lines):
+                    yield "".join(lines).strip("\n")
+                lines = []
+            else:
+                lines.append(line)
+    if any(part.strip() for part in lines):
+        yield "".join(lines).strip("\n")
+
+
+def _parquet_documents(path: Path) -> Iterator[str]:
+    """The ``text`` column of a parquet file, one row group at a time."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise ImportError(
+            f"reading {path.name} needs pyarrow: `pip install pyarrow` (or `pip install 'minillama[data]'`)"
+        ) from error
+    parquet = pq.ParquetFile(path)
+    for group in range(parquet.num_row_groups):
+        yield from parquet.read_row_group(group, columns=["text"]).column("text").to_pylist()
+
+
+def _tinystories(split: str) -> Corpus:
+    filename = f"TinyStoriesV2-GPT4-{split}.txt"
+    return Corpus(name=f"tinystories-{split}", url=f"{HF_DATASETS}/roneneldan/TinyStories/resolve/main/{filename}",
+                  filename=filename, sha256=None, size=None, resumable=True,
+                  description=f"TinyStories V2 (GPT-4 stories), {split} split")
+
+
+def _fineweb_edu_shard(index: int) -> Corpus:
+    filename = f"{index:03d}_00000.parquet"
+    return Corpus(name=f"fineweb-edu-{index:03d}",
+                  url=f"{HF_DATASETS}/HuggingFaceFW/fineweb-edu/resolve/main/sample/10BT/{filename}",
+                  filename=f"fineweb-edu-sample-10BT-{filename}", sha256=None, size=None, resumable=True,
+                  description=f"FineWeb-Edu sample-10BT, shard {index}")
+
+
+# The sizes and SHA-256 of these files were not verified by the maintainers (the machines the book is developed on
+# have no access to the Hugging Face hub), so only the length the server announces is checked. Put a verified value
+# here, or copy the files into MINILLAMA_DATA_MIRROR, to pin the bytes.
+DOCUMENT_CORPORA: dict[str, DocumentCorpus] = {
+    corpus.name: corpus
+    for corpus in [
+        DocumentCorpus(
+            name="tinystories",
+            files={"train": (_tinystories("train"),), "val": (_tinystories("valid"),)},
+            fmt="separated",
+            description="TinyStories V2: ~2.7M short stories written by GPT-4 with a 3-year-old's vocabulary "
+                        "(Eldan and Li 2023); 2.2 GB train, 22 MB validation",
+        ),
+        DocumentCorpus(
+            name="fineweb-edu",
+            files={"all": tuple(_fineweb_edu_shard(i) for i in range(2))},
+            fmt="parquet",
+            description="the first 2 of the 14 parquet shards of FineWeb-Edu's 10B-token sample (educational web "
+                        "pages; ~2 GB each; needs pyarrow); for GPU runs",
         ),
     ]
 }
@@ -65,12 +181,14 @@ def corpus_path(corpus: Corpus | str) -> Path:
         verify(mirrored, corpus.sha256, corpus.size)
         return mirrored
     cached = cache_dir() / corpus.filename
-    if cached.is_file() and cached.stat().st_size == corpus.size:
+    # A file reaches its final name only once complete and verified, so an unknown size trusts the cache.
+    if cached.is_file() and corpus.size in (None, cached.stat().st_size):
         return cached
     if offline():
         raise FileNotFoundError(_offline_message(corpus, "MINILLAMA_OFFLINE is set"))
+    fetch = download_resumable if corpus.resumable else download
     try:
-        return download(corpus.url, cached, sha256=corpus.sha256, size=corpus.size)
+        return fetch(corpus.url, cached, sha256=corpus.sha256, size=corpus.size)
     except urllib.error.URLError as error:
         raise FileNotFoundError(_offline_message(corpus, f"the download failed ({error.reason})")) from error
 
@@ -86,6 +204,11 @@ def load_text(name_or_path: str | Path, encoding: str = "utf-8") -> str:
         return pydocs_text()
     if name in CORPORA:
         return corpus_path(name).read_text(encoding=encoding)
+    if name in DOCUMENT_CORPORA:
+        raise ValueError(
+            f"{name!r} is a corpus of many documents ({DOCUMENT_CORPORA[name].description}); stream it with "
+            f"minillama.data.documents.text_source({name!r}).documents(split) instead of loading it as one string"
+        )
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return _read(path, encoding)
@@ -94,7 +217,7 @@ def load_text(name_or_path: str | Path, encoding: str = "utf-8") -> str:
         if not files:
             raise FileNotFoundError(f"folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)})")
         return "\n\n".join(_read(p, encoding) for p in files)
-    known = ", ".join(sorted([*CORPORA, *OFFLINE_CORPORA]))
+    known = ", ".join(sorted([*CORPORA, *OFFLINE_CORPORA, *DOCUMENT_CORPORA]))
     raise FileNotFoundError(f"{name!r} is neither a known corpus ({known}) nor an existing file or folder")
 
 

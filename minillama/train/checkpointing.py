@@ -1,0 +1,216 @@
+"""Training checkpoints: everything needed to continue a run exactly, written so that a crash never corrupts one.
+
+A checkpoint is a folder ``RUN/checkpoints/step_N/`` (``N`` = optimizer steps done) holding
+
+* ``model.safetensors`` + ``config.json`` + ``tokenizer.model``: our model format (``minillama.checkpoint``), so
+  ``minillama generate RUN/checkpoints/step_N`` works on any checkpoint;
+* ``optimizer.pt``: AdamW's moments and step counts;
+* ``train_state.pt``: the step, the data position, the guard's counters, the loss scaler, every random number
+  generator's state (Python, numpy, torch CPU, CUDA, MPS) and the best validation loss so far;
+* ``meta.json``: a human-readable summary (step, val loss, time), read to choose which checkpoints to keep.
+
+**Atomicity.** The folder is written under a temporary name (``.tmp-step_N-PID``), each file is flushed to disk
+(``fsync``), then the folder is renamed to ``step_N`` in one ``os.replace`` and the parent folder is fsynced. A rename
+is atomic on POSIX file systems: after a crash at any moment the checkpoint either exists whole or not at all, and
+the previous one is untouched. Leftover temporary folders are removed by the next save.
+
+**Retention.** After each save the newest ``keep_last`` checkpoints are kept, plus the one with the best validation
+loss; the rest are deleted (oldest first).
+
+A sharded variant for FSDP (``torch.distributed.checkpoint``) only has to provide the same three methods
+(:meth:`Checkpointer.save`, :meth:`Checkpointer.load`, :meth:`Checkpointer.latest`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from minillama.checkpoint import save_checkpoint
+
+# Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
+PAUSE_BEFORE_RENAME_ENV = "MINILLAMA_CHECKPOINT_PAUSE_BEFORE_RENAME"
+STEP_PREFIX = "step_"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or file creation inside ``path`` durable (POSIX; a no-op on Windows)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _torch_save_synced(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- random number generators --------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random number generator a run may touch, as plain types and tensors (safe to unpickle
+    with ``torch.load(weights_only=True)``)."""
+    numpy_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"bit_generator": numpy_state["bit_generator"], "key": numpy_state["state"]["key"].tolist(),
+                  "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if hasattr(torch, "mps") and torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state` (generators of devices absent here are skipped)."""
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    saved = state["numpy"]
+    np.random.set_state({"bit_generator": saved["bit_generator"], "has_gauss": saved["has_gauss"],
+                         "gauss": saved["gauss"],
+                         "state": {"key": np.array(saved["key"], dtype=np.uint32), "pos": saved["pos"]}})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and hasattr(torch, "mps") and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
+
+
+# --- the checkpointer ------------------------------------------------------------------------------------------------
+
+
+def step_of(path: Path) -> int:
+    """``RUN/checkpoints/step_120`` -> 120."""
+    return int(Path(path).name[len(STEP_PREFIX):])
+
+
+class Checkpointer:
+    """Saves and loads training checkpoints in ``directory`` (usually ``RUN/checkpoints``), one writer per run."""
+
+    def __init__(self, directory: str | Path, keep_last: int = 2, keep_best: bool = True) -> None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+        self.directory = Path(directory)
+        self.keep_last, self.keep_best = keep_last, keep_best
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (temporary folders are never listed)."""
+        if not self.directory.is_dir():
+            return []
+        found = [p for p in self.directory.iterdir()
+                 if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit()]
+        return sorted(found, key=step_of)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, or ``None``."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_state: dict[str, Any],
+             *, tokenizer_file: str | Path | None = None, val_loss: float | None = None) -> Path:
+        """Write checkpoint ``step_{step}`` atomically and prune old ones; returns its path.
+
+        ``model`` is the bare ``Llama`` (not a DDP/compiled wrapper); ``train_state`` is a dict of tensors and plain
+        Python values (the trainer's step, data position, RNG states, ...).
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_temporaries()
+        final = self.directory / f"{STEP_PREFIX}{step}"
+        tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
+        tmp.mkdir()
+        save_checkpoint(model, tmp, tokenizer_file=tokenizer_file)
+        if tokenizer_file is not None and Path(f"{tokenizer_file}.json").exists():  # pattern + special tokens
+            shutil.copyfile(f"{tokenizer_file}.json", tmp / "tokenizer.model.json")
+        _torch_save_synced(optimizer.state_dict(), tmp / "optimizer.pt")
+        _torch_save_synced(train_state, tmp / "train_state.pt")
+        meta = {"step": step, "val_loss": val_loss, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        with open(tmp / "meta.json", "w") as f:
+            f.write(json.dumps(meta, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(tmp)
+        pause = float(os.environ.get(PAUSE_BEFORE_RENAME_ENV, "0") or 0)
+        if pause > 0:
+            time.sleep(pause)
+        if final.exists():  # re-saving a step (a resumed run): move the old one out of the way first
+            old = self.directory / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        fsync_dir(self.directory)
+        self._prune()
+        return final
+
+    def load(self, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+             ) -> dict[str, Any]:
+        """Load weights into ``model`` and state into ``optimizer``; return the saved ``train_state``."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        device = next(model.parameters()).device
+        state_dict = load_file(str(path / "model.safetensors"), device=str(device))
+        model.load_state_dict(state_dict)
+        if optimizer is not None:
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+        return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+
+    def _remove_temporaries(self) -> None:
+        for stale in self.directory.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.directory.glob(".old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _prune(self) -> None:
+        found = self.checkpoints()
+        keep = set(found[-self.keep_last:])
+        if self.keep_best:
+            scored = [(meta["val_loss"], p) for p in found
+                      if (meta := _read_meta(p)).get("val_loss") is not None]
+            if scored:
+                keep.add(min(scored, key=lambda item: (item[0], -step_of(item[1])))[1])
+        for path in found:
+            if path not in keep:
+                shutil.rmtree(path)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from what a user may pass to ``--resume``: the checkpoint itself, a run folder
+    (its latest checkpoint) or a run's ``checkpoints`` folder."""
+    path = Path(path).expanduser()
+    if (path / "train_state.pt").is_file():
+        return path
+    for directory in (path / "checkpoints", path):
+        latest = Checkpointer(directory).latest()
+        if latest is not None:
+            return latest
+    if not path.exists():
+        raise FileNotFoundError(f"cannot resume from {path}: it does not exist")
+    raise FileNotFoundError(f"cannot resume from {path}: it is neither a checkpoint (no train_state.pt) nor a run "
+                            f"folder with checkpoints/step_N inside")

@@ -1,0 +1,84 @@
+"""``minillama train``: train a model from a TOML config and command-line flags, then report bits per byte.
+
+    minillama train                                   # the tiny preset on tinyshakespeare (configs/tiny.toml)
+    minillama train --config configs/small-100m.toml  # another run
+    minillama train --max-steps 300 --lr 1e-3         # any field of TrainConfig as a flag
+    minillama train --resume runs/tiny-...            # continue a run where its last checkpoint left it
+
+Precedence: ``TrainConfig`` defaults < the ``--config`` file < flags. ``--resume`` without ``--config`` starts from
+the run's own ``config.toml``, so ``--resume RUN --max-steps 2000`` extends a run with nothing else changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from minillama.train.config import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.allow_abbrev = False  # `--warmup-step 10` is a typo to report, not an abbreviation to guess
+    parser.add_argument("--config", metavar="FILE", help="a TOML file of TrainConfig fields (see configs/)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from minillama.train.checkpointing import resolve_checkpoint
+    from minillama.train.guard import TrainingDiverged
+
+    started = time.perf_counter()
+    try:
+        config_file = args.config
+        if not config_file and getattr(args, "resume", ""):
+            run_config = resolve_checkpoint(args.resume).parent.parent / "config.toml"
+            config_file = run_config if run_config.is_file() else None
+        config = config_from_args(args, config_file)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"minillama train: {error}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(config.to_toml(), end="")
+        return 0
+
+    from minillama.train.trainer import Trainer
+
+    try:
+        trainer = Trainer(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"minillama train: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        path = trainer.save_checkpoint()
+        print(f"\ninterrupted at step {trainer.step}; saved {path}. Continue with: "
+              f"minillama train --resume {trainer.run_dir}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as error:
+        print(f"minillama train: {error}", file=sys.stderr)
+        return 1
+    _plot(trainer.run_dir)
+    _report(trainer, summary, time.perf_counter() - started)
+    return 0
+
+
+def _plot(run_dir: Path) -> None:
+    from minillama.train.plot import plot_run
+
+    plot_run(run_dir)
+
+
+def _report(trainer, summary: dict, wall: float) -> None:
+    """The end of the run, on stdout: the numbers that matter and the last samples."""
+    samples = trainer.samples() if trainer.config.num_samples else []
+    print(f"\n== {trainer.config.model} on {trainer.config.corpus}: {summary['step']:,} steps, "
+          f"{summary['tokens']:,} tokens, {summary['elapsed_s']:.0f} s of training, {wall:.0f} s in all")
+    if "val_bpb" in summary:
+        print(f"val loss {summary['val_loss']:.4f} nats/token, val bits per byte {summary['val_bpb']:.3f}")
+    for i, text in enumerate(samples):
+        print(f"\n-- sample {i + 1} --\n{text}")
+    print(f"\nrun folder: {trainer.run_dir} (metrics.jsonl, samples.txt, plots/, checkpoints/)")

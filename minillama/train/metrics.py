@@ -1,0 +1,146 @@
+"""What a run reports: a JSONL log, throughput in tokens per second, and model FLOPs utilization (MFU).
+
+**MFU** (Chowdhery et al. 2022) is the share of the hardware's peak that goes into the model's own arithmetic:
+``tokens/s * FLOPs per token / peak FLOP/s``, with the FLOPs per token of ``ModelConfig.flops_per_token`` (6N plus
+attention) and the peak from the table below. Recomputation (activation checkpointing) does not count, so MFU
+compares runs fairly across tricks; the Llama 3 405B run reached 38-43% on H100s (Grattafiori et al. 2024).
+
+The peaks are the vendors' *dense* (no 2:4 sparsity) tensor-core figures for 16-bit inputs with fp32 accumulation:
+bf16 where the chip has it, fp16 on older GPUs (T4, V100). CPUs and Apple GPUs have no such table entry: for them the
+trainer reports tokens per second only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# (pattern searched in torch.cuda.get_device_name(), peak dense TFLOP/s, what it is). First match wins.
+PEAK_TFLOPS: list[tuple[str, float, str]] = [
+    (r"H100.*PCIe", 756.0, "H100 PCIe, bf16 dense"),
+    (r"H100 NVL", 835.0, "H100 NVL, bf16 dense"),
+    (r"H100", 989.0, "H100 SXM, bf16 dense"),
+    (r"H200", 989.0, "H200 / GH200, bf16 dense (the H100 SXM's tensor cores)"),
+    (r"B200", 2250.0, "B200, bf16 dense"),
+    (r"A100", 312.0, "A100, bf16 dense"),
+    (r"\bA10\b", 125.0, "A10, bf16 dense"),
+    (r"L40S", 362.0, "L40S, bf16 dense"),
+    (r"\bL4\b", 121.0, "L4, bf16 dense"),
+    (r"RTX 4090", 165.0, "RTX 4090, bf16 dense with fp32 accumulation"),
+    (r"RTX 3090", 71.0, "RTX 3090, bf16 dense with fp32 accumulation"),
+    (r"V100", 125.0, "V100 SXM2, fp16 dense (no bf16)"),
+    (r"\bT4\b", 65.0, "T4, fp16 dense (no bf16)"),
+    (r"MI300X", 1307.0, "AMD MI300X, bf16 dense"),
+    (r"MI250X", 383.0, "AMD MI250X, bf16 dense"),
+]
+
+
+def peak_flops_for_name(name: str) -> float | None:
+    """Peak dense 16-bit FLOP/s for a GPU name, or ``None`` when it is not in the table.
+
+    >>> peak_flops_for_name("NVIDIA H100 80GB HBM3"), peak_flops_for_name("NVIDIA A10G")
+    (989000000000000.0, None)
+    """
+    for pattern, tflops, _ in PEAK_TFLOPS:
+        if re.search(pattern, name):
+            return tflops * 1e12
+    return None
+
+
+def peak_flops(device: torch.device | str) -> float | None:
+    """Peak dense 16-bit FLOP/s of ``device`` (see :data:`PEAK_TFLOPS`), or ``None`` (CPU, MPS, unknown GPU)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return peak_flops_for_name(torch.cuda.get_device_name(device))
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) -> float | None:
+    """Model FLOPs utilization in [0, 1], or ``None`` without a known peak.
+
+    >>> round(mfu(100_000, 6 * 1e9, 989e12), 3)  # 100k tokens/s of a 1B model on one H100
+    0.607
+    """
+    if peak is None or peak <= 0:
+        return None
+    return tokens_per_second * flops_per_token / peak
+
+
+class Throughput:
+    """Tokens per second over the steps since the last ``rate()`` call (time spent in eval and saving excluded)."""
+
+    def __init__(self) -> None:
+        self.tokens, self.seconds = 0, 0.0
+        self._started: float | None = None
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def stop(self, tokens: int) -> None:
+        if self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self.tokens += tokens
+            self._started = None
+
+    def rate(self) -> float:
+        """Tokens per second since the previous call; resets the window."""
+        value = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        self.tokens, self.seconds = 0, 0.0
+        return value
+
+
+class MetricsLogger:
+    """Appends one JSON object per line to ``path`` (``metrics.jsonl``); a disabled logger (ranks > 0) does nothing.
+
+    Each record has a ``kind`` (``"train"``, ``"eval"``, ``"skip"``, ``"summary"``) and a ``step``. JSONL survives a
+    crash (every line is flushed) and is read back with :func:`read_metrics` or ``pandas.read_json(lines=True)``.
+    """
+
+    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        self._file = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)
+
+    def log(self, kind: str, step: int, **values: Any) -> None:
+        if self._file is None:
+            return
+        record = {"kind": kind, "step": step, **values}
+        self._file.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (a run resumed from ``step`` will write them again)."""
+        if self._file is None:
+            return
+        self._file.close()
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(self.path)
+        self._file = open(self.path, "a", buffering=1)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` (a run folder is accepted too); a torn last line is ignored."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -1,0 +1,388 @@
+"""The ``Trainer``: builds a run from a ``TrainConfig`` and owns the loop (steps, evaluation, samples, checkpoints).
+
+The loop itself is short; what makes it a trainer is the bookkeeping around it, all in one place:
+
+1. **setup**: pick the device and precision, seed everything, tokenize the corpus (cached), build the model, let
+   the caller wrap it (``wrap_model``: compile, activation checkpointing, and in chapter 9 DDP/FSDP), build AdamW;
+2. **step** (:func:`~minillama.train.step.train_step`): micro-batches, clipping, the non-finite guard, the
+   learning rate of the schedule;
+3. **evaluate** every ``eval_interval`` steps: validation loss and bits per byte on a deterministic sweep, and a
+   few samples written to ``samples.txt``;
+4. **checkpoint** every ``checkpoint_interval`` steps and at the end, atomically, with every piece of state, so that
+   ``--resume`` continues with the very same losses.
+
+Distributed runs reuse all of it: ``rank``/``world_size`` shard the data, only rank 0 writes files and prints
+(``is_main``), ``all_reduce`` sums evaluation statistics across ranks, and ``checkpointer`` can be replaced by a
+sharded one. The model file never learns that it is being trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minillama.config import ModelConfig, get_preset
+from minillama.data.loader import TrainLoader, eval_batches
+from minillama.data.tokenized import TokenizedCorpus, prepare_corpus
+from minillama.model import Llama
+from minillama.train.checkpointing import Checkpointer, resolve_checkpoint, rng_state, set_rng_state
+from minillama.train.config import TrainConfig
+from minillama.train.guard import NonFiniteGuard
+from minillama.train.metrics import MetricsLogger, Throughput, mfu, peak_flops
+from minillama.train.schedule import lr_at
+from minillama.train.step import StepResult, train_step
+from minillama.train.wrapping import wrap_single_device
+
+# --- device and precision --------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} was asked for, but MPS is not available here; use --device cpu")
+    return device
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a config's ``dtype`` on ``device`` (``None``: plain float32).
+
+    ``auto`` means bfloat16 on CUDA GPUs that have it (Ampere and later) and float16 on older ones (T4, V100),
+    float32 on CPU and MPS, where 16-bit matmuls are rarely faster and the book's numbers should be exact.
+    """
+    if dtype == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (Loshchilov and Hutter 2019) with weight decay on matrices only; the fused kernel on CUDA.
+
+    Norm weights (1-D) are not decayed: pulling a scale towards 0 is not regularization, it is a bias. Embeddings
+    are matrices and are decayed, as in Llama and GPT-2.
+    """
+    matrices = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+                             fused=device.type == "cuda" or None)
+
+
+# --- sampling --------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_tokens(model: Llama, prompt: list[int], max_new_tokens: int, *, temperature: float = 0.8, top_k: int = 0,
+                  generator: torch.Generator | None = None) -> list[int]:
+    """Continue ``prompt`` by ``max_new_tokens`` tokens with a KV cache (temperature and top-k sampling).
+
+    PRIVATE ADAPTER (remove at integration): ``minillama.generate`` is being written at the same time; this loop
+    will be replaced by its sampling function, called with the same explicit ``generator`` (sampling must not
+    touch the global generators, or evaluation would change the training run).
+    """
+    device = next(model.parameters()).device
+    max_new_tokens = min(max_new_tokens, model.config.max_seq_len - len(prompt))
+    cache = model.make_cache(batch_size=1, max_seq_len=len(prompt) + max_new_tokens)
+    tokens = torch.tensor([prompt], device=device)
+    logits = model(tokens, start_pos=0, cache=cache, last_only=True)[:, -1]  # (1, vocab)
+    out: list[int] = []
+    for position in range(len(prompt), len(prompt) + max_new_tokens):
+        logits = logits.float() / max(temperature, 1e-6)
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, -math.inf)
+        probs = F.softmax(logits, dim=-1)
+        next_id = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)  # (1, 1)
+        out.append(int(next_id))
+        if position + 1 < len(prompt) + max_new_tokens:
+            logits = model(next_id, start_pos=position, cache=cache)[:, -1]
+    return out
+
+
+# --- the trainer -----------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains a ``Llama`` as ``config`` says. ``Trainer(config).fit()`` is the whole of ``minillama train``.
+
+    ``rank``/``world_size``/``all_reduce``/``wrap_model``/``checkpointer`` are the seams for distributed training:
+    the defaults are one process on one device.
+    """
+
+    def __init__(self, config: TrainConfig, *, rank: int = 0, world_size: int = 1,
+                 wrap_model: Callable[[torch.nn.Module, TrainConfig], torch.nn.Module] | None = None,
+                 all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 checkpointer: Checkpointer | None = None, data: TokenizedCorpus | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.all_reduce = all_reduce or (lambda tensor: tensor)
+        self._print = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        resume_from = resolve_checkpoint(config.resume) if config.resume else None
+        if resume_from is not None and not config.run_dir:
+            config = config.replace(run_dir=str(resume_from.parent.parent))
+        if not config.run_dir:
+            corpus = Path(config.corpus).stem if Path(config.corpus).exists() else config.corpus
+            name = f"{config.model}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}"
+            config = config.replace(run_dir=str(Path("runs") / name))
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+
+        # 1. device, precision, seeds
+        self.device = resolve_device(config.device)
+        self.amp_dtype = autocast_dtype(config.dtype, self.device)
+        self.grad_scaler = (torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        seed_everything(config.seed)
+
+        # 2. data: tokenizer and token shards, cached after the first run
+        preset = get_preset(config.model)
+        self.data = data or prepare_corpus(config.corpus, config.tokenizer, preset.vocab_size, config.val_fraction,
+                                           progress=config.progress and self.is_main)
+        vocab = self.data.tokenizer.n_vocab
+        self.model_config: ModelConfig = preset if vocab == preset.vocab_size else get_preset(config.model,
+                                                                                              vocab_size=vocab)
+        if config.seq_len > self.model_config.max_seq_len:
+            raise ValueError(f"seq_len ({config.seq_len}) exceeds the max_seq_len of preset {config.model!r} "
+                             f"({self.model_config.max_seq_len})")
+        self.loader = TrainLoader(self.data.train, config.batch_size, config.seq_len, seed=config.seed, rank=rank,
+                                  world_size=world_size, device=self.device)
+        self.token_bytes = torch.from_numpy(self.data.token_bytes()).to(self.device)
+
+        # 3. model (seeded init), wrapped from outside, and its optimizer
+        self.model = Llama(self.model_config).to(self.device)
+        self.train_model = (wrap_model or wrap_single_device)(self.model, config)
+        self.optimizer = build_optimizer(self.model, config, self.device)
+
+        # 4. bookkeeping
+        self.checkpointer = checkpointer or Checkpointer(self.run_dir / "checkpoints", keep_last=config.keep_last)
+        self.guard = NonFiniteGuard(config.max_bad_steps)
+        self.step = 0
+        self.saved_step: int | None = None  # step of the last checkpoint written by this process
+        self.tokens_seen = 0
+        self.elapsed = 0.0  # training wall time over all sessions of this run (s)
+        self.best_val_loss = math.inf
+        self.last_eval: dict[str, float] = {}
+        self.tokens_per_step = config.batch_size * config.seq_len * config.grad_accum_steps * world_size
+        self.flops_per_token = self.model_config.flops_per_token(config.seq_len)
+        self.peak_flops = peak_flops(self.device)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.toml").write_text(config.replace(resume="").to_toml())
+        self.metrics = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=self.is_main)
+        if resume_from is not None:
+            self.resume(resume_from)
+
+    # --- helpers ----------------------------------------------------------------------------------------------------
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def log(self, text: str) -> None:
+        if self.is_main:
+            self._print(text)
+
+    def describe(self) -> str:
+        """A one-paragraph summary of the run for the start of the log."""
+        c, m = self.config, self.model_config
+        precision = "float32" if self.amp_dtype is None else f"{str(self.amp_dtype).removeprefix('torch.')} autocast"
+        return (
+            f"run folder {self.run_dir}\n"
+            f"model {c.model}: {self.model.num_params() / 1e6:.2f}M parameters (dim {m.dim}, {m.n_layers} layers, "
+            f"{m.n_heads} heads, {m.n_kv_heads} kv heads, vocab {m.vocab_size})\n"
+            f"data {c.corpus}: {len(self.data.train):,} train / {len(self.data.val):,} val tokens "
+            f"({self.loader.batches_per_epoch:,} batches per epoch), tokenizer {self.data.tokenizer_path.name}\n"
+            f"device {self.device} ({precision}), {self.tokens_per_step:,} tokens per step "
+            f"({self.world_size} x {c.grad_accum_steps} x {c.batch_size} x {c.seq_len}), {c.max_steps:,} steps"
+        )
+
+    # --- evaluation and samples -------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss (nats per token) and bits per byte on the deterministic sweep of the validation split.
+
+        ``bpb = sum of losses (nats) / bytes of the predicted tokens / ln 2``: independent of the tokenizer, so a
+        byte-level and a BPE model, or two vocabulary sizes, compare on the same scale.
+        """
+        self.train_model.eval()
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum (nats), tokens, bytes
+        for inputs, targets in eval_batches(self.data.val, self.config.batch_size, self.config.seq_len,
+                                            rank=self.rank, world_size=self.world_size,
+                                            max_batches=self.config.eval_batches, device=self.device):
+            with self.autocast():
+                logits = self.train_model(inputs)  # (B, T, vocab)
+            B, T, V = logits.shape  # batch, time, vocab
+            loss = F.cross_entropy(logits.float().view(B * T, V), targets.reshape(B * T), reduction="sum")
+            totals += torch.stack([loss.double(), torch.tensor(B * T, dtype=torch.float64, device=self.device),
+                                   self.token_bytes[targets].sum().double()])
+        self.train_model.train()
+        loss_sum, tokens, n_bytes = self.all_reduce(totals).tolist()
+        return {"val_loss": loss_sum / tokens, "val_bpb": loss_sum / n_bytes / math.log(2), "val_tokens": int(tokens)}
+
+    def samples(self) -> list[str]:
+        """``num_samples`` continuations of ``sample_prompt``, from a generator seeded by (seed, step), so the
+        samples are reproducible and the training run's own random state is untouched."""
+        tokenizer = self.data.tokenizer
+        prompt = tokenizer.encode(self.config.sample_prompt, disallowed_special=()) or [0]
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
+        self.model.eval()
+        texts = []
+        for _ in range(self.config.num_samples):
+            ids = sample_tokens(self.model, prompt, self.config.sample_tokens, temperature=self.config.temperature,
+                                top_k=self.config.top_k, generator=generator)
+            texts.append(tokenizer.decode(prompt + ids))
+        self.model.train()
+        return texts
+
+    def _evaluate_and_sample(self) -> None:
+        self.last_eval = self.evaluate()
+        self.best_val_loss = min(self.best_val_loss, self.last_eval["val_loss"])
+        self.metrics.log("eval", self.step, **self.last_eval, elapsed_s=self.elapsed)
+        if self.is_main and self.config.num_samples:
+            texts = self.samples()
+            with open(self.run_dir / "samples.txt", "a") as f:
+                for i, text in enumerate(texts):
+                    f.write(f"=== step {self.step}, sample {i + 1} (val bpb {self.last_eval['val_bpb']:.3f})\n"
+                            f"{text}\n\n")
+        self.log(f"step {self.step}: val loss {self.last_eval['val_loss']:.4f}, "
+                 f"val bits per byte {self.last_eval['val_bpb']:.4f}")
+
+    # --- checkpoints ------------------------------------------------------------------------------------------------
+
+    def train_state(self) -> dict[str, Any]:
+        """Everything besides the weights and the optimizer that the next step depends on."""
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed": self.elapsed,
+            "best_val_loss": self.best_val_loss,
+            "loader": self.loader.state_dict(),
+            "scheduler": {"step": self.step, "schedule": self.config.schedule},  # the schedule is a function of it
+            "guard": self.guard.state_dict(),
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "rng": rng_state(),
+            "config": self.config.to_toml(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.is_main:
+            return None
+        path = self.checkpointer.save(self.step, self.model, self.optimizer, self.train_state(),
+                                      tokenizer_file=self.data.tokenizer_path,
+                                      val_loss=self.last_eval.get("val_loss"))
+        self.guard.last_good_checkpoint = str(path)
+        self.saved_step = self.step
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, data position, schedule, guard, scaler and RNG states."""
+        state = self.checkpointer.load(path, self.model, self.optimizer)
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
+        self.loader.load_state_dict(state["loader"])
+        self.guard.load_state_dict(state["guard"])
+        self.guard.last_good_checkpoint = str(path)
+        self.saved_step = self.step
+        if self.grad_scaler is not None and state["grad_scaler"] is not None:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        set_rng_state(state["rng"])
+        self.metrics.truncate_after(self.step)
+        self.log(f"resumed from {path} at step {self.step}")
+
+    # --- the loop ---------------------------------------------------------------------------------------------------
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``max_steps``; returns the final summary (also the last record of ``metrics.jsonl``).
+
+        ``stop_at`` interrupts the run after that many steps (the schedule still spans ``max_steps``) and saves a
+        checkpoint there, as a job killed by a cluster's time limit would have: ``--resume`` continues it.
+        """
+        from tqdm.auto import tqdm
+
+        config = self.config
+        self.log(self.describe())
+        throughput = Throughput()
+        bar = tqdm(total=config.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (config.progress and self.is_main))
+        session_start = time.perf_counter() - self.elapsed
+        try:
+            while self.step < min(config.max_steps, stop_at or config.max_steps):
+                throughput.start()
+                lr = lr_at(self.step, config)
+                micro_batches = [next(self.loader) for _ in range(config.grad_accum_steps)]
+                result = train_step(self.train_model, self.optimizer, micro_batches, lr=lr,
+                                    grad_clip=config.grad_clip, accept=self._accept, autocast=self.autocast,
+                                    grad_scaler=self.grad_scaler)
+                self.step += 1
+                self.tokens_seen += self.tokens_per_step
+                throughput.stop(self.tokens_per_step)
+                self.elapsed = time.perf_counter() - session_start
+                self._record(result, lr, throughput, bar)
+                if self.step % config.eval_interval == 0 or self.step == config.max_steps:
+                    self._evaluate_and_sample()
+                if self.step % config.checkpoint_interval == 0 or self.step == config.max_steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.step < config.max_steps and self.saved_step != self.step:  # stopped early: keep the place
+            self.save_checkpoint()
+        summary = {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed, **self.last_eval,
+                   "best_val_loss": self.best_val_loss, "skipped_steps": self.guard.total_skipped}
+        self.metrics.log("summary", **summary)
+        self.metrics.close()
+        return summary
+
+    def _accept(self, loss: float, grad_norm: float) -> bool:
+        return self.guard.check(self.step, loss, grad_norm)
+
+    def _record(self, result: StepResult, lr: float, throughput: Throughput, bar) -> None:
+        if not result.applied:
+            kind = "overflow" if result.overflow else "skip"
+            self.metrics.log(kind, self.step, loss=result.loss, grad_norm=result.grad_norm, lr=lr)
+            if not result.overflow:
+                self.log(f"step {self.step}: non-finite loss ({result.loss}) or gradient norm ({result.grad_norm}); "
+                         f"step skipped ({self.guard.consecutive} in a row)")
+        bar.update(1)
+        if self.step % self.config.log_interval == 0 or self.step == 1:
+            rate = throughput.rate()  # all ranks together
+            record = {"loss": result.loss, "lr": lr, "grad_norm": result.grad_norm, "tokens": self.tokens_seen,
+                      "tokens_per_s": rate, "elapsed_s": self.elapsed}
+            utilization = mfu(rate / self.world_size, self.flops_per_token, self.peak_flops)
+            if utilization is not None:
+                record["mfu"] = utilization
+            self.metrics.log("train", self.step, **record)
+            postfix = {"loss": f"{result.loss:.3f}", "tok/s": f"{rate:,.0f}"}
+            if utilization is not None:
+                postfix["mfu"] = f"{100 * utilization:.1f}%"
+            bar.set_postfix(postfix, refresh=False)
