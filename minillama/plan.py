@@ -1,0 +1,479 @@
+"""``minillama plan``: will a model train on a cluster, how much memory per GPU, and how long will it take?
+
+Pure arithmetic on a :class:`~minillama.config.ModelConfig` — nothing is allocated — so it answers for the 405B model
+on a laptop. For data parallelism only: DDP (everything replicated) and FSDP / ZeRO-3 (weights, gradients and
+optimizer state sharded over the GPUs), each with or without activation checkpointing. Tensor, pipeline and context
+parallelism (how Llama 3 405B was really trained: 8-way tensor x 16-way pipeline x 128-way data parallel on 16,384
+H100s) are not modelled; the planner shows *why* they are needed (see the two limits below).
+
+**Mixed-precision convention** (ZeRO's accounting, Rajbhandari et al. 2020), bytes per parameter:
+
+- weights, bf16: 2 (what the matmuls read);
+- gradients, bf16: 2;
+- optimizer state, fp32: 12 = a master copy of the weights (4) + AdamW's two moments (4 + 4).
+
+16 bytes per parameter in total, replicated on every GPU under DDP and divided by the number of GPUs under FSDP.
+FSDP2's policy of bf16 compute with fp32 sharded parameters and fp32 gradient reduction stores the same 16 bytes
+split differently (fp32 weights 4 = the master copy, fp32 gradients 4, moments 8).
+
+**Activations** (bytes per token, per GPU, 16-bit), counted tensor by tensor in the manner of Korthikanti et al. 2022
+for Llama's block, with ``d = dim``, ``f = ffn_hidden_dim``, ``H = n_heads``:
+
+- attention: the norm's input and output, q, k, v (at ``n_heads`` heads: minillama repeats the grouped key/value heads
+  before SDPA), the attention output: ``6 d`` values = ``12 d`` bytes, plus the flash kernel's log-sum-exp, fp32
+  per head: ``4 H``. Flash attention (Dao et al. 2022) never stores the ``T x T`` score matrix, so Korthikanti's
+  ``5 a s / h`` term is gone;
+- SwiGLU: the norm's input and output (``2 d``), ``w1 x``, ``silu(w1 x)``, ``w3 x`` and their product (``4 f``):
+  ``4 d + 8 f`` bytes;
+- so one block stores ``16 d + 8 f + 4 H`` bytes per token. (Counted the same way, GPT-2's block, with one GELU of
+  ``4 d`` instead of SwiGLU's two matrices, stores ``32 d``: Korthikanti's ``34 s b h`` less its two dropout masks.)
+- the head: the final norm's input and output (``4 d``) and the fp32 log-probabilities of the cross-entropy, saved
+  for the backward, plus their gradient at the start of the backward (``4 V + 4 V``);
+- with full activation checkpointing (Chen et al. 2016) each block keeps only its input, ``2 d`` bytes, and one block
+  at a time is recomputed in the backward, so: ``n_layers * 2 d + (16 d + 8 f + 4 H) + head``.
+
+This is what a fused or compiled block stores. Eager PyTorch stores more: minillama's ``RMSNorm`` computes in fp32
+and keeps ``x.float()`` and the fp32 normalized values, ``16 d`` more bytes per token per block (chapter 8 measures
+it); the fused Triton RMSNorm of :mod:`minillama.kernels` and ``torch.compile`` avoid it.
+
+**FSDP buffers**: FSDP gathers one unit (a block, the embedding table or the output projection) at a time in bf16;
+at the peak of the backward the current unit's weights and gradients and the next, prefetched unit's weights are
+unsharded: ``3 * 2`` bytes per parameter of the largest unit.
+
+**Time** at a stated MFU (model FLOPs utilization, Chowdhery et al. 2022):
+``step time = batch tokens * flops_per_token(seq) / (gpus * peak * MFU)``; activation checkpointing's recomputation
+is not model FLOPs, so at the same MFU the hardware must run 4/3 faster (the planner reports that utilization).
+
+**Communication** per GPU per optimizer step, ring collectives (a ring moves ``(G - 1) / G`` of a buffer per
+all-gather or reduce-scatter and twice that per all-reduce): DDP all-reduces the bf16 gradients once per step
+(``no_sync`` during accumulation), ``2 * 2 N (G - 1) / G`` bytes; FSDP all-gathers the bf16 weights in the forward
+and again in the backward and reduce-scatters the gradients, every micro-step: ``3 * 2 N (G - 1) / G`` bytes — ZeRO-3's
+1.5x of DDP. The time uses the slowest link of the ring: NVLink inside a node, the network (400 Gb/s per GPU, as in
+Meta's Llama 3 clusters) across nodes.
+
+The two limits of data parallelism that the plans show: DDP replicates all 16 bytes per parameter (a 70B model needs
+1.1 TB per GPU), and data parallelism needs at least one sequence per GPU, so a 16M-token batch of 8,192-token
+sequences (2,048 of them) cannot keep more than 2,048 GPUs busy. Beyond that, each model replica must itself be
+split: tensor and pipeline parallelism (Shoeybi et al. 2019; chapter 9).
+
+>>> from minillama.config import get_preset
+>>> p = plan_training(get_preset("llama3.1-8b"), gpus=8, gpu="h100", parallel="fsdp", activation_checkpointing=True)
+>>> round(p.memory.weights / 1e9, 2), p.fits, p.grad_accum_steps
+(2.01, True, 256)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from minillama.config import PRESETS, ModelConfig, get_preset
+
+# --- hardware ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One accelerator's datasheet numbers (dense, i.e. without 2:4 sparsity)."""
+
+    name: str
+    """Marketing name."""
+    memory_gb: float
+    """Memory as the vendor states it (the planner reads it as 10^9 bytes: a slight under-estimate for HBM, whose
+    "80 GB" are 80 GiB, which leaves room for the CUDA context and the allocator's fragmentation)."""
+    peak_tflops: float
+    """Peak dense tensor-core TFLOP/s for 16-bit inputs with fp32 accumulation (``compute_dtype``)."""
+    compute_dtype: str
+    """The 16-bit format of ``peak_tflops``: bf16, or fp16 on GPUs without bf16."""
+    memory_tbps: float
+    """Memory bandwidth in TB/s."""
+    link_gbps: float
+    """Bandwidth from one GPU to the others of its node, per direction, in GB/s (NVLink, Infinity Fabric, PCIe)."""
+    source: str
+    """Where the numbers come from."""
+
+    @property
+    def peak_flops(self) -> float:
+        return self.peak_tflops * 1e12
+
+    @property
+    def ridge_point(self) -> float:
+        """Roofline ridge point (Williams et al. 2009): FLOPs per byte above which a kernel is compute-bound."""
+        return self.peak_tflops * 1e12 / (self.memory_tbps * 1e12)
+
+
+GPUS: dict[str, GPU] = {
+    "h100": GPU("NVIDIA H100 SXM", 80, 989, "bf16", 3.35, 450,
+                "NVIDIA H100 datasheet (SXM5): 1,979 TFLOP/s bf16 with sparsity = 989 dense; HBM3 3.35 TB/s; "
+                "NVLink 4 900 GB/s bidirectional"),
+    "h100-pcie": GPU("NVIDIA H100 PCIe", 80, 756, "bf16", 2.0, 64,
+                     "NVIDIA H100 datasheet (PCIe): 1,513 TFLOP/s bf16 with sparsity = 756 dense; HBM2e 2.0 TB/s; "
+                     "PCIe Gen5 x16"),
+    "h200": GPU("NVIDIA H200 SXM", 141, 989, "bf16", 4.8, 450,
+                "NVIDIA H200 datasheet: the H100's tensor cores (989 dense); 141 GB HBM3e at 4.8 TB/s; "
+                "NVLink 900 GB/s"),
+    "a100": GPU("NVIDIA A100 80GB SXM", 80, 312, "bf16", 2.039, 300,
+                "NVIDIA A100 datasheet: 312 TFLOP/s bf16 dense; HBM2e 2,039 GB/s; NVLink 3 600 GB/s bidirectional"),
+    "a100-40": GPU("NVIDIA A100 40GB SXM", 40, 312, "bf16", 1.555, 300,
+                   "NVIDIA A100 datasheet: 312 TFLOP/s bf16 dense; HBM2 1,555 GB/s; NVLink 3 600 GB/s bidirectional"),
+    "l4": GPU("NVIDIA L4", 24, 121, "bf16", 0.3, 32,
+              "NVIDIA L4 datasheet: 242 TFLOP/s bf16 with sparsity = 121 dense; GDDR6 300 GB/s; PCIe Gen4 x16"),
+    "t4": GPU("NVIDIA T4", 16, 65, "fp16", 0.32, 16,
+              "NVIDIA T4 datasheet: 65 TFLOP/s fp16 mixed precision (no bf16); GDDR6 320 GB/s; PCIe Gen3 x16"),
+    "mi300x": GPU("AMD Instinct MI300X", 192, 1307, "bf16", 5.3, 448,
+                  "AMD MI300X datasheet: 1,307.4 TFLOP/s bf16 dense; HBM3 5.3 TB/s; "
+                  "Infinity Fabric 7 x 128 GB/s bidirectional"),
+}
+
+# (pattern searched in torch.cuda.get_device_name(), key of GPUS). First match wins.
+_DEVICE_NAME_PATTERNS: list[tuple[str, str]] = [
+    (r"H100.*PCIe", "h100-pcie"),
+    (r"H100", "h100"),
+    (r"H200", "h200"),
+    (r"A100.*40GB", "a100-40"),
+    (r"A100", "a100"),
+    (r"\bL4\b", "l4"),
+    (r"\bT4\b", "t4"),
+    (r"MI300X", "mi300x"),
+]
+
+INTERNODE_GBPS = 50.0
+"""Network bandwidth per GPU across nodes, per direction: 400 Gb/s (one InfiniBand/RoCE NIC per GPU, Llama 3 §3.3.1)."""
+
+BYTES_WEIGHTS = 2  # bf16
+BYTES_GRADIENTS = 2  # bf16
+BYTES_OPTIMIZER = 12  # fp32 master weights + AdamW's first and second moments
+
+
+def gpu_for_device_name(device_name: str) -> str | None:
+    """The key of :data:`GPUS` for a CUDA device name, or ``None`` when the GPU is not in the table.
+
+    >>> gpu_for_device_name("NVIDIA H100 80GB HBM3"), gpu_for_device_name("NVIDIA A100-SXM4-40GB")
+    ('h100', 'a100-40')
+    """
+    for pattern, key in _DEVICE_NAME_PATTERNS:
+        if re.search(pattern, device_name):
+            return key
+    return None
+
+
+def parse_count(text: str | int, *, binary: bool = False) -> int:
+    """``"16M"`` -> a number. Suffixes K, M, B/G, T; powers of two with ``binary`` (batch sizes), else of ten.
+
+    Llama 3's "16M-token batch" is 2,048 sequences of 8,192 tokens = 2^24, so batch sizes read suffixes in powers of
+    two; token budgets ("15.6T tokens") in powers of ten.
+
+    >>> parse_count("16M", binary=True), parse_count("15.6T"), parse_count("8192")
+    (16777216, 15600000000000, 8192)
+    """
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMbBgGtT]?)\s*", str(text))
+    if match is None:
+        raise ValueError(f"cannot read {text!r} as a count: write e.g. 8192, 16M or 15.6T")
+    number, suffix = float(match.group(1)), match.group(2).upper().replace("G", "B")
+    power = {"": 0, "K": 1, "M": 2, "B": 3, "T": 4}[suffix]
+    return int(round(number * (1024 if binary else 1000) ** power))
+
+
+# --- memory --------------------------------------------------------------------------------------------------------
+
+
+def block_activation_bytes(config: ModelConfig) -> int:
+    """Bytes one transformer block stores for the backward, per token, without checkpointing: ``16 d + 8 f + 4 H``.
+
+    For Llama 3 8B (d = 4096, f = 14336, H = 32): 65,536 + 114,688 + 128 = 180,352 bytes per token.
+    """
+    return 16 * config.dim + 8 * config.ffn_hidden_dim + 4 * config.n_heads
+
+
+def head_activation_bytes(config: ModelConfig) -> int:
+    """Bytes per token of the final norm and the loss: ``4 d + 8 V`` (fp32 log-probabilities and their gradient)."""
+    return 4 * config.dim + 8 * config.vocab_size
+
+
+def activation_bytes(config: ModelConfig, tokens: int, activation_checkpointing: bool) -> int:
+    """Peak activation memory of one forward + backward over ``tokens`` tokens (micro-batch x sequence length).
+
+    Without checkpointing every block keeps everything: ``n_layers * block``; with (full, per block) each block keeps
+    its ``2 d``-byte input and one block at a time is recomputed: ``n_layers * 2 d + block``. Plus the head.
+    """
+    block = block_activation_bytes(config)
+    if activation_checkpointing:
+        per_token = config.n_layers * 2 * config.dim + block
+    else:
+        per_token = config.n_layers * block
+    return tokens * (per_token + head_activation_bytes(config))
+
+
+def largest_fsdp_unit(config: ModelConfig) -> int:
+    """Parameters in the largest FSDP unit: one block, the embedding table or the output projection."""
+    table = config.vocab_size * config.dim
+    block = (config.num_params() - config.dim - table * (1 if config.tie_embeddings else 2)) // config.n_layers
+    return max(block, table)
+
+
+@dataclass(frozen=True)
+class MemoryPerGPU:
+    """Bytes per GPU, by what they hold."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    fsdp_buffers: int
+    activations: int
+    total: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        total = self.weights + self.gradients + self.optimizer + self.fsdp_buffers + self.activations
+        object.__setattr__(self, "total", total)
+
+
+def memory_per_gpu(config: ModelConfig, *, gpus: int, parallel: str, activation_checkpointing: bool,
+                   tokens_per_micro_batch: int) -> MemoryPerGPU:
+    """Per-GPU memory under ``parallel`` = ``"ddp"`` (replicated) or ``"fsdp"`` (sharded over ``gpus``)."""
+    if parallel not in ("ddp", "fsdp"):
+        raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
+    n_params = config.num_params()
+    shards = gpus if parallel == "fsdp" else 1
+    return MemoryPerGPU(
+        weights=math.ceil(BYTES_WEIGHTS * n_params / shards),
+        gradients=math.ceil(BYTES_GRADIENTS * n_params / shards),
+        optimizer=math.ceil(BYTES_OPTIMIZER * n_params / shards),
+        fsdp_buffers=3 * BYTES_WEIGHTS * largest_fsdp_unit(config) if parallel == "fsdp" and gpus > 1 else 0,
+        activations=activation_bytes(config, tokens_per_micro_batch, activation_checkpointing),
+    )
+
+
+# --- the plan ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """One training setup and what it costs; build it with :func:`plan_training`."""
+
+    model: str
+    n_params: int
+    gpu: str
+    gpus: int
+    parallel: str
+    activation_checkpointing: bool
+    seq_len: int
+    batch_tokens: int
+    """Tokens per optimizer step, over all GPUs."""
+    micro_batch: int
+    """Sequences per GPU per forward/backward."""
+    grad_accum_steps: int
+    """Micro-batches per GPU per optimizer step."""
+    memory: MemoryPerGPU
+    memory_capacity: int
+    """Bytes of memory per GPU."""
+    fits: bool
+    """Whether ``memory.total`` fits in ``memory_capacity``."""
+    mfu: float
+    flops_per_token: int
+    step_time_s: float
+    tokens_per_s: float
+    tokens_per_day: float
+    hardware_utilization: float
+    """Share of the peak the hardware must sustain for ``mfu``, recomputation included (4/3 x with checkpointing)."""
+    comm_bytes_per_step: int
+    """Bytes each GPU sends per optimizer step (DDP all-reduce, or FSDP all-gathers + reduce-scatters)."""
+    comm_time_s: float
+    """``comm_bytes_per_step`` at the slowest link of the ring."""
+    train_tokens: int | None
+    train_days: float | None
+    problems: tuple[str, ...]
+    """Why the plan cannot run as stated (memory, batch too small for the GPUs, communication-bound), or empty."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel: str = "fsdp",
+                  activation_checkpointing: bool = False, seq_len: int | None = None,
+                  batch_tokens: int | str = "16M", micro_batch: int = 1, mfu: float = 0.4,
+                  train_tokens: int | str | None = None, gpus_per_node: int = 8,
+                  internode_gbps: float = INTERNODE_GBPS, model: str | None = None) -> TrainingPlan:
+    """Memory per GPU, step time and feasibility of training ``config`` with data parallelism.
+
+    ``seq_len`` defaults to 8,192 (Llama 3's pre-training context) or the model's ``max_seq_len`` if shorter;
+    ``batch_tokens`` (``"16M"`` = 2^24) must be a whole number of sequences; ``micro_batch`` sequences per GPU go
+    through each forward/backward, and gradient accumulation makes up the rest of the batch.
+    """
+    if gpu not in GPUS:
+        raise ValueError(f"unknown GPU {gpu!r}; choose one of: {', '.join(GPUS)}")
+    spec = GPUS[gpu]
+    seq_len = seq_len or min(8192, config.max_seq_len)
+    batch_tokens = parse_count(batch_tokens, binary=True)
+    for name, value in (("gpus", gpus), ("seq_len", seq_len), ("batch_tokens", batch_tokens),
+                        ("micro_batch", micro_batch), ("gpus_per_node", gpus_per_node)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
+    if batch_tokens % seq_len:
+        raise ValueError(f"batch_tokens ({batch_tokens:,}) must be a whole number of {seq_len:,}-token sequences")
+
+    problems: list[str] = []
+    sequences = batch_tokens // seq_len
+    if seq_len > config.max_seq_len:
+        problems.append(f"sequence length {seq_len:,} exceeds the model's max_seq_len {config.max_seq_len:,}")
+    if sequences < gpus:
+        problems.append(f"the batch has {sequences:,} sequences, fewer than the {gpus:,} GPUs: data parallelism "
+                        f"needs at least {gpus * seq_len:,} tokens per batch here, or tensor/pipeline parallelism")
+        per_gpu = 1
+    else:
+        per_gpu = sequences // gpus
+        if sequences % gpus:
+            problems.append(f"{sequences:,} sequences do not split evenly over {gpus:,} GPUs")
+    micro_batch = min(micro_batch, per_gpu)
+    if per_gpu % micro_batch:
+        problems.append(f"{per_gpu} sequences per GPU are not a whole number of micro-batches of {micro_batch}")
+    grad_accum_steps = max(1, per_gpu // micro_batch)
+
+    memory = memory_per_gpu(config, gpus=gpus, parallel=parallel, activation_checkpointing=activation_checkpointing,
+                            tokens_per_micro_batch=micro_batch * seq_len)
+    capacity = int(spec.memory_gb * 1e9)
+    fits = memory.total <= capacity
+    if not fits:
+        problems.append(f"needs {memory.total / 1e9:,.1f} GB per GPU, the {spec.name} has {spec.memory_gb:g} GB")
+
+    flops_per_token = config.flops_per_token(seq_len)
+    tokens_per_s = gpus * spec.peak_flops * mfu / flops_per_token
+    step_time = batch_tokens / tokens_per_s
+
+    n_params = config.num_params()
+    ring = (gpus - 1) / gpus
+    if parallel == "ddp":
+        comm_bytes = int(2 * BYTES_GRADIENTS * n_params * ring)
+    else:
+        comm_bytes = int(grad_accum_steps * 3 * BYTES_WEIGHTS * n_params * ring)
+    link_gbps = spec.link_gbps if gpus <= gpus_per_node else min(spec.link_gbps, internode_gbps)
+    comm_time = comm_bytes / (link_gbps * 1e9)
+    if comm_time > step_time:
+        problems.append(f"communication ({comm_time:,.1f} s per step at {link_gbps:g} GB/s) takes longer than the "
+                        f"computation ({step_time:,.1f} s at {mfu:.0%} MFU): the stated MFU is out of reach")
+
+    train_tokens = parse_count(train_tokens) if train_tokens is not None else None
+    train_days = train_tokens / tokens_per_s / 86400 if train_tokens is not None else None
+    return TrainingPlan(
+        model=model or _preset_name(config), n_params=n_params, gpu=gpu, gpus=gpus, parallel=parallel,
+        activation_checkpointing=activation_checkpointing, seq_len=seq_len, batch_tokens=batch_tokens,
+        micro_batch=micro_batch, grad_accum_steps=grad_accum_steps, memory=memory, memory_capacity=capacity,
+        fits=fits, mfu=mfu, flops_per_token=flops_per_token, step_time_s=step_time, tokens_per_s=tokens_per_s,
+        tokens_per_day=tokens_per_s * 86400, hardware_utilization=mfu * (4 / 3 if activation_checkpointing else 1),
+        comm_bytes_per_step=comm_bytes, comm_time_s=comm_time, train_tokens=train_tokens, train_days=train_days,
+        problems=tuple(problems),
+    )
+
+
+def plan_grid(config: ModelConfig, *, parallels: tuple[str, ...] = ("ddp", "fsdp"),
+              checkpointing: tuple[bool, ...] = (False, True), **kwargs) -> list[TrainingPlan]:
+    """:func:`plan_training` for each data-parallel strategy, without and with activation checkpointing."""
+    return [plan_training(config, parallel=parallel, activation_checkpointing=ac, **kwargs)
+            for parallel in parallels for ac in checkpointing]
+
+
+def _preset_name(config: ModelConfig) -> str:
+    return next((name for name, preset in PRESETS.items() if preset == config), "custom")
+
+
+# --- output --------------------------------------------------------------------------------------------------------
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:,.1f}"
+
+
+def format_plans(plans: list[TrainingPlan]) -> str:
+    """A side-by-side table of plans that share a model, GPU count and batch (the output of ``minillama plan``)."""
+    first = plans[0]
+    spec = GPUS[first.gpu]
+    sequences = first.batch_tokens // first.seq_len
+    lines = [
+        f"{first.model}: {first.n_params / 1e9:,.2f} B parameters on {first.gpus:,} x {spec.name} "
+        f"({spec.memory_gb:g} GB, {spec.peak_tflops:g} TFLOP/s {spec.compute_dtype} dense)",
+        f"batch: {first.batch_tokens:,} tokens = {sequences:,} sequences of {first.seq_len:,}; "
+        f"per GPU {first.micro_batch} x {first.grad_accum_steps} accumulation step(s)",
+        "",
+    ]
+    names = [p.parallel.upper() + (" + AC" if p.activation_checkpointing else "") for p in plans]
+    width = max(12, *(len(n) + 2 for n in names))
+    row = "{:<38}" + f"{{:>{width}}}" * len(plans)
+    lines.append(row.format("memory per GPU (GB)", *names))
+    for label, key in (("weights (bf16, 2 B/param)", "weights"), ("gradients (bf16, 2 B/param)", "gradients"),
+                       ("optimizer (fp32 master+m+v, 12 B)", "optimizer"), ("FSDP gather buffers", "fsdp_buffers"),
+                       ("activations", "activations"), ("total", "total")):
+        lines.append(row.format("  " + label, *(_gb(getattr(p.memory, key)) for p in plans)))
+    lines.append(row.format(f"fits in {spec.memory_gb:g} GB?", *("yes" if p.fits else "NO" for p in plans)))
+    lines.append(row.format("communication per step (GB/GPU)", *(_gb(p.comm_bytes_per_step) for p in plans)))
+    lines.append(row.format("communication time per step (s)", *(f"{p.comm_time_s:,.1f}" for p in plans)))
+    lines.append(row.format("hardware utilization needed", *(f"{p.hardware_utilization:.0%}" for p in plans)))
+    lines += [
+        "",
+        f"at {first.mfu:.0%} MFU: {first.flops_per_token / 1e9:,.1f} GFLOP/token, "
+        f"step time {first.step_time_s:,.2f} s, {first.tokens_per_s:,.0f} tokens/s, "
+        f"{first.tokens_per_day / 1e9:,.2f} B tokens/day",
+    ]
+    if first.train_tokens is not None:
+        lines.append(f"{first.train_tokens / 1e12:,.2f} T tokens take {first.train_days:,.1f} days")
+    problems: dict[str, list[str]] = {}  # problem -> the columns that have it
+    for name, plan in zip(names, plans, strict=True):
+        for problem in plan.problems:
+            problems.setdefault(problem, []).append(name)
+    lines += [f"{', '.join(columns)}: {problem}" for problem, columns in problems.items()]
+    return "\n".join(lines)
+
+
+def plan_to_dict(plan: TrainingPlan) -> dict:
+    """JSON-ready form of a plan (the ``--json`` output)."""
+    data = dataclasses.asdict(plan)
+    data["problems"] = list(plan.problems)
+    data["ok"] = plan.ok
+    return data
+
+
+# --- command line --------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="llama3.1-8b", choices=list(PRESETS), help="model preset")
+    parser.add_argument("--gpus", type=int, default=8, help="number of GPUs (default 8)")
+    parser.add_argument("--gpu", default="h100", choices=list(GPUS), help="GPU type (default h100)")
+    parser.add_argument("--seq", type=int, default=None, help="sequence length (default: 8192 or max_seq_len)")
+    parser.add_argument("--batch-tokens", default="16M",
+                        help="tokens per optimizer step; K/M suffixes are powers of two, 16M = 2^24 (default 16M)")
+    parser.add_argument("--micro-batch", type=int, default=1, help="sequences per GPU per forward (default 1)")
+    parser.add_argument("--parallel", choices=["ddp", "fsdp"], default=None, help="one strategy (default: both)")
+    parser.add_argument("--ac", choices=["none", "full"], default=None,
+                        help="activation checkpointing (default: show both)")
+    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization for the timings (default 0.4)")
+    parser.add_argument("--train-tokens", default=None, help="a token budget to time, powers of ten (e.g. 15.6T)")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs joined by NVLink (default 8)")
+    parser.add_argument("--internode-gbps", type=float, default=INTERNODE_GBPS,
+                        help=f"network GB/s per GPU across nodes (default {INTERNODE_GBPS:g})")
+    parser.add_argument("--json", action="store_true", help="print the plans as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    parallels = (args.parallel,) if args.parallel else ("ddp", "fsdp")
+    checkpointing = (args.ac == "full",) if args.ac else (False, True)
+    try:
+        plans = plan_grid(get_preset(args.preset), parallels=parallels, checkpointing=checkpointing, gpus=args.gpus,
+                          gpu=args.gpu, seq_len=args.seq, batch_tokens=args.batch_tokens, micro_batch=args.micro_batch,
+                          mfu=args.mfu, train_tokens=args.train_tokens, gpus_per_node=args.gpus_per_node,
+                          internode_gbps=args.internode_gbps, model=args.preset)
+    except ValueError as error:
+        print(f"minillama plan: {error}")
+        return 2
+    if args.json:
+        print(json.dumps([plan_to_dict(p) for p in plans], indent=2))
+    else:
+        print(format_plans(plans))
+    return 0
