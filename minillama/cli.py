@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("minillama.generate", "sample text from a checkpoint (ours, Meta's or Hugging Face's)"),
     "train": ("minillama.train.cli", "train a model (defaults: the tiny preset on tinyshakespeare)"),
     "plot": ("minillama.train.plot", "plot loss, learning rate and throughput of a run folder"),
+    "plan": ("minillama.plan", "memory per GPU, step time and feasibility of a training run (DDP/FSDP, no GPU needed)"),
 }
 
 
