@@ -147,12 +147,9 @@ class CrossEntropy(Function):
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray) -> tuple[Any, None, None, None]:
         probs, safe, valid = ctx.saved_tensors
-        if ctx.reduction == "none":
-            weight = grad * valid
-        elif ctx.reduction == "sum":
-            weight = grad * valid
-        else:
-            weight = (grad / max(ctx.count, 1)) * valid
+        # "none": one gradient per row; "sum": the same scalar for every row; "mean": that scalar / (valid rows).
+        scale = grad / max(ctx.count, 1) if ctx.reduction == "mean" else grad
+        weight = scale * valid
         dlogits = probs.copy()
         dlogits[np.arange(len(safe)), safe] -= 1
         dlogits *= weight.astype(probs.dtype, copy=False)[:, None]
