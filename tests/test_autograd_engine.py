@@ -143,6 +143,8 @@ def test_dtypes_default_float32_and_float64_is_kept() -> None:
     assert Tensor(3).dtype == np.int64
     assert Tensor(np.zeros(2)).dtype == np.float64
     assert tensor([1, 2], dtype=np.float64).dtype == np.float64
+    assert Tensor(np.float64(2.0)).dtype == np.float64
+    assert Tensor([1.0]).type_as(Tensor(np.zeros(1))).dtype == np.float64
     with pytest.raises(ValueError, match="only floating-point tensors can require gradients"):
         Tensor(np.arange(3), requires_grad=True)
     x = Tensor(np.ones(3, dtype=np.float32), requires_grad=True)

@@ -197,6 +197,8 @@ SHAPE_CASES = {
     "unsqueeze_squeeze": ((3, 4), lambda x: x.unsqueeze(1).squeeze(1).unsqueeze(-1),
                           lambda x: x.unsqueeze(1).squeeze(1).unsqueeze(-1)),
     "flatten": ((2, 3, 4), lambda x: x.flatten(1), lambda x: x.flatten(1)),
+    "repeat_kv": ((2, 3, 2, 4), lambda x: x[:, :, :, None, :].expand(2, 3, 2, 3, 4).reshape(2, 3, 6, 4),
+                  lambda x: x[:, :, :, None, :].expand(2, 3, 2, 3, 4).reshape(2, 3, 6, 4)),
     "int_index": ((3, 4), lambda x: x[1], lambda x: x[1]),
     "slices": ((3, 4, 5), lambda x: x[1:, ::2, -2:], lambda x: x[1:, ::2, -2:]),
     "ellipsis_none": ((3, 4), lambda x: x[..., None, 1:3], lambda x: x[..., None, 1:3]),

@@ -139,13 +139,12 @@ class Module:
         problems are reported together, by name.
         """
         own = dict(self._all_named_parameters())
-        missing = [name for name in own if name not in state_dict]
-        unexpected = [name for name in state_dict if name not in own]
-        mismatched = []
-        for name, value in state_dict.items():
-            if name in own and tuple(np.shape(getattr(value, "data", value))) != own[name].shape:
-                mismatched.append(f"{name}: checkpoint {tuple(np.shape(getattr(value, 'data', value)))}, "
-                                  f"model {own[name].shape}")
+        arrays = {name: value.data if isinstance(value, Tensor) else np.asarray(value)
+                  for name, value in state_dict.items()}
+        missing = [name for name in own if name not in arrays]
+        unexpected = [name for name in arrays if name not in own]
+        mismatched = [f"{name}: checkpoint {array.shape}, model {own[name].shape}"
+                      for name, array in arrays.items() if name in own and array.shape != own[name].shape]
         problems = []
         if strict and missing:
             problems.append(f"missing keys: {', '.join(missing)}")
@@ -155,9 +154,9 @@ class Module:
             problems.append("shape mismatch for " + "; ".join(mismatched))
         if problems:
             raise RuntimeError(f"error(s) loading state_dict into {type(self).__name__}:\n  " + "\n  ".join(problems))
-        for name, value in state_dict.items():
+        for name, array in arrays.items():
             if name in own:
-                own[name].data[...] = getattr(value, "data", value)
+                own[name].data[...] = array
         return IncompatibleKeys(missing, unexpected)
 
     # ---- printing -----------------------------------------------------------------------------------------------

@@ -177,7 +177,8 @@ class Tensor:
 
     ``Tensor(data)`` converts Python numbers and lists to ``float32`` (floats) or ``int64`` (integers); a numpy
     array is used as it is, without a copy and keeping its dtype (``float64`` arrays give ``float64`` tensors, which
-    is what ``gradcheck`` needs). Only floating-point tensors can require gradients.
+    is what ``gradcheck`` needs); numpy scalars keep their dtype too. Only floating-point tensors can require
+    gradients.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retains_grad", "__weakref__")
@@ -188,8 +189,8 @@ class Tensor:
             data = data.data
         if dtype is not None:
             array = np.asarray(data, dtype=dtype)
-        elif isinstance(data, np.ndarray):
-            array = data
+        elif isinstance(data, (np.ndarray, np.generic)):
+            array = np.asarray(data)
         else:
             array = np.asarray(data)
             if array.dtype.kind == "f":
@@ -535,6 +536,9 @@ class Tensor:
         return ops.Cast.apply(self, dtype=np.dtype(dtype))
 
     astype = to
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
 
     def float(self) -> Tensor:
         return self.to(np.float32)
