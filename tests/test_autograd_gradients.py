@@ -376,3 +376,33 @@ def test_fused_and_composed_attention_agree_and_gqa_by_broadcasting() -> None:
     with pytest.raises(ValueError, match="repeat the key/value heads"):
         F.scaled_dot_product_attention(Tensor(np.zeros((1, 4, 3, 2))), Tensor(np.zeros((1, 3, 3, 2))),
                                        Tensor(np.zeros((1, 3, 3, 2))))
+
+
+def llama_block_loss(F: Any, tokens: Any, targets: Any, emb: Any, norm1: Any, wq: Any, wk: Any, wv: Any, wo: Any,
+                     norm2: Any, w1: Any, w2: Any, w3: Any) -> Any:
+    """One pre-norm Llama block with a tied output head, written once for both engines: ``F`` is either
+    ``minillama.autograd.functional`` or ``torch.nn.functional`` (the same names and argument orders)."""
+    B, T = tokens.shape  # batch, time
+    dim, n_heads = emb.shape[1], 2
+    h = F.embedding(tokens, emb)  # (B, T, dim)
+    x = F.rms_norm(h, (dim,), norm1, eps=1e-5)
+    q, k, v = (F.linear(x, w).reshape(B, T, n_heads, dim // n_heads).transpose(1, 2) for w in (wq, wk, wv))
+    attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+    h = h + F.linear(attn.transpose(1, 2).reshape(B, T, dim), wo)  # (B, H, T, D) -> (B, T, dim)
+    x = F.rms_norm(h, (dim,), norm2, eps=1e-5)
+    h = h + F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
+    logits = F.linear(h, emb)  # tied head: (B, T, vocab)
+    return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1), ignore_index=-100)
+
+
+def test_a_whole_llama_block_against_finite_differences_and_torch() -> None:
+    rng = np.random.default_rng(4)
+    vocab, dim, hidden, B, T = 7, 4, 6, 2, 3
+    tokens = rng.integers(0, vocab, (B, T))
+    targets = np.roll(tokens, -1, axis=1)
+    targets[:, -1] = -100
+    shapes = [(vocab, dim), (dim,), (dim, dim), (dim, dim), (dim, dim), (dim, dim), (dim,), (hidden, dim),
+              (dim, hidden), (hidden, dim)]
+    weights = [rng.standard_normal(s) * (1.0 if len(s) == 1 else 0.7) for s in shapes]
+    check(lambda *w: llama_block_loss(F, tokens, targets, *w),
+          lambda *w: llama_block_loss(torch_F, torch.from_numpy(tokens), torch.from_numpy(targets), *w), weights)
