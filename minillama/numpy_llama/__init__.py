@@ -4,7 +4,8 @@
 - :mod:`.layers`: grouped-query attention, the SwiGLU feed-forward layer, the pre-norm block;
 - :mod:`.model`: :class:`Llama`, whose ``state_dict`` loads into the PyTorch model of chapter 6;
 - :mod:`.sample`: greedy, temperature and top-k sampling;
-- :mod:`.train`: a CPU training loop (``train``: AdamW, warmup + cosine, evaluation), also a command line.
+- :mod:`.train`: a CPU training loop (``train``: AdamW, warmup + cosine, evaluation), and the command line
+  ``python -m minillama.numpy_llama`` that trains on tinyshakespeare.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ The loop chapter 7 rebuilds at scale in PyTorch, in its smallest honest form::
 Run from the command line it trains a byte-level BPE tokenizer on tinyshakespeare, trains the model and writes the
 metrics (loss curves, bits per byte, a sample) to a JSON file; the chapter shows the result of::
 
-    python -m minillama.numpy_llama.train --preset tiny --vocab-size 512 --steps 3000 \
-        --out chapters/data/numpy_llama_run.json
+    python -m minillama.numpy_llama --preset tiny --vocab-size 512 --steps 3000 --batch-size 16 \
+        --warmup-steps 100 --eval-every 100 --eval-batches 16 --log-every 50 --out chapters/data/numpy_llama_run.json
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def bits_per_byte(loss_nats_per_token: float, n_tokens: int, n_bytes: int) -> fl
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m minillama.numpy_llama.train",
+        prog="python -m minillama.numpy_llama",
         description="Train the numpy Llama on tinyshakespeare with a byte-level BPE tokenizer; write metrics JSON.",
     )
     parser.add_argument("--preset", default="tiny", choices=("nano", "tiny", "small-100m"),
@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prompt = np.array([encoder.encode_ordinary("ROMEO:\n")])
     sample = tokenizer.decode(generate(model, prompt, 200, temperature=0.8, top_k=50, rng=config.seed)[0].tolist())
     metrics = {
-        "command": "python -m minillama.numpy_llama.train " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m minillama.numpy_llama " + " ".join(sys.argv[1:] if argv is None else argv),
         "preset": args.preset,
         "model_config": model.config.to_dict(),
         "num_params": model.num_parameters(),
@@ -235,7 +235,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
-
-
-if __name__ == "__main__":
-    main()
