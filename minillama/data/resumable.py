@@ -20,9 +20,9 @@ from minillama.data.download import CHUNK_BYTES, ChecksumError, verify
 
 
 def _total_from_content_range(header: str | None) -> int | None:
-    """``"bytes 100-199/1000"`` -> 1000 (``None`` when absent or ``*``)."""
-    match = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", header or "")
-    return int(match.group(3)) if match and match.group(3) != "*" else None
+    """``"bytes 100-199/1000"`` or ``"bytes */1000"`` -> 1000 (``None`` when absent or unknown, ``/*``)."""
+    match = re.match(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", header or "")
+    return int(match.group(1)) if match else None
 
 
 def download_resumable(url: str, dest: str | Path, sha256: str | None = None, size: int | None = None,

@@ -364,17 +364,21 @@ class Trainer:
         return summary
 
     def _accept(self, loss: float, grad_norm: float) -> bool:
-        return self.guard.check(self.step, loss, grad_norm)
+        """The guard's verdict on the step being taken (number ``self.step + 1``); a bad one is logged first, since
+        the guard raises when it is one too many."""
+        step = self.step + 1
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.metrics.log("skip", step, loss=loss, grad_norm=grad_norm)
+            self.log(f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); step skipped "
+                     f"({self.guard.consecutive + 1} in a row, at most {self.guard.max_bad_steps})")
+        return self.guard.check(step, loss, grad_norm)
 
     def _record(self, result: StepResult, lr: float, throughput: Throughput, bar) -> None:
-        if not result.applied:
-            kind = "overflow" if result.overflow else "skip"
-            self.metrics.log(kind, self.step, loss=result.loss, grad_norm=result.grad_norm, lr=lr)
-            if not result.overflow:
-                self.log(f"step {self.step}: non-finite loss ({result.loss}) or gradient norm ({result.grad_norm}); "
-                         f"step skipped ({self.guard.consecutive} in a row)")
+        if result.overflow:
+            self.metrics.log("overflow", self.step, grad_norm=result.grad_norm,
+                             loss_scale=self.grad_scaler.get_scale())
         bar.update(1)
-        if self.step % self.config.log_interval == 0 or self.step == 1:
+        if self.step % self.config.log_interval == 0 or self.step in (1, self.config.max_steps):
             rate = throughput.rate()  # all ranks together
             record = {"loss": result.loss, "lr": lr, "grad_norm": result.grad_norm, "tokens": self.tokens_seen,
                       "tokens_per_s": rate, "elapsed_s": self.elapsed}
