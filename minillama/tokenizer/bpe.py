@@ -24,6 +24,7 @@ import heapq
 import os
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from functools import lru_cache
 from itertools import pairwise
 from typing import Literal
 
@@ -45,10 +46,23 @@ def _descending(token: bytes) -> str:
     return token.translate(_INVERT).decode("latin-1") + "\u0100"
 
 
-def _special_regex(tokens: Iterable[str]) -> regex.Pattern | None:
+@lru_cache(maxsize=64)
+def _special_regex(tokens: frozenset[str]) -> regex.Pattern | None:
     """One alternation matching any of ``tokens`` (longest first, so a token wins over its own prefix)."""
-    tokens = sorted(tokens, key=lambda t: (-len(t), t))
-    return regex.compile("|".join(regex.escape(t) for t in tokens)) if tokens else None
+    ordered = sorted(tokens, key=lambda t: (-len(t), t))
+    return regex.compile("|".join(regex.escape(t) for t in ordered)) if ordered else None
+
+
+def _fix_surrogates(text: str) -> str:
+    """Replace lone surrogates (not encodable as UTF-8) with U+FFFD, as tiktoken does before encoding."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _utf8(piece: str) -> bytes:
+    try:
+        return piece.encode("utf-8")
+    except UnicodeEncodeError:
+        return _fix_surrogates(piece).encode("utf-8")
 
 
 def count_pieces(texts: str | Iterable[str], pattern: str, special_tokens: Collection[str] = ()) -> Counter[bytes]:
@@ -60,12 +74,15 @@ def count_pieces(texts: str | Iterable[str], pattern: str, special_tokens: Colle
     if isinstance(texts, str):
         texts = [texts]
     split = regex.compile(pattern).findall
-    special = _special_regex(special_tokens)
+    special = _special_regex(frozenset(special_tokens))
     counts: Counter[str] = Counter()
     for text in texts:
         for segment in special.split(text) if special else (text,):
             counts.update(split(segment))
-    return Counter({piece.encode("utf-8", errors="surrogatepass"): n for piece, n in counts.items()})
+    pieces: Counter[bytes] = Counter()
+    for piece, n in counts.items():
+        pieces[_utf8(piece)] += n
+    return pieces
 
 
 def learn_merges(
@@ -214,11 +231,6 @@ def bpe_encode_piece(piece: bytes, ranks: Mapping[bytes, int]) -> list[int]:
     return [ranks[part] for part in bpe_merge_parts(piece, ranks)]
 
 
-def _fix_surrogates(text: str) -> str:
-    """Replace lone surrogates (not encodable as UTF-8) with U+FFFD, as tiktoken does before encoding."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 class BPETokenizer:
     """A byte-level BPE tokenizer: train it, encode and decode with it, save it as a tiktoken rank file.
 
@@ -255,6 +267,7 @@ class BPETokenizer:
         self._merges = merges
         self._split = regex.compile(pattern).findall
         self._decoder = {**self.vocab, **{i: s.encode("utf-8") for s, i in self.special_tokens.items()}}
+        self._n_vocab = max(self._decoder) + 1
         self._cache: dict[str, list[int]] = {}
         self._tiktoken = None
 
@@ -271,7 +284,7 @@ class BPETokenizer:
     @property
     def n_vocab(self) -> int:
         """Number of ids: one more than the largest id, ordinary or special (tiktoken's ``n_vocab``)."""
-        return max(self._decoder) + 1
+        return self._n_vocab
 
     @property
     def special_tokens_set(self) -> set[str]:
@@ -368,14 +381,14 @@ class BPETokenizer:
         allowed = self.special_tokens_set if allowed_special == "all" else set(allowed_special)
         disallowed = self.special_tokens_set - allowed if disallowed_special == "all" else set(disallowed_special)
         if disallowed:
-            match = _special_regex(disallowed).search(text)
+            match = _special_regex(frozenset(disallowed)).search(text)
             if match:
                 raise ValueError(
                     f"text contains the special token {match.group()!r} at character {match.start()}, which is "
                     f"disallowed. Pass allowed_special={{{match.group()!r}}} to encode it as a special token, or "
                     f"disallowed_special=() to encode it as ordinary text."
                 )
-        special = _special_regex(allowed & self.special_tokens_set)
+        special = _special_regex(frozenset(allowed & self.special_tokens_set))
         if special is None:
             return self.encode_ordinary(text)
         ids: list[int] = []
