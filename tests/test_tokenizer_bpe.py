@@ -149,6 +149,7 @@ def test_gpt2_pattern_training_and_parity():
     text = shakespeare(20_000)
     tok = BPETokenizer().train(text, vocab_size=400, pattern=GPT2_SPLIT_PATTERN)
     assert tok.pattern == GPT2_SPLIT_PATTERN
+    assert BPETokenizer(pattern=GPT2_SPLIT_PATTERN).train(text, vocab_size=400).ranks == tok.ranks
     assert tok.encode(text[:3000]) == tok.to_tiktoken().encode(text[:3000])
 
 

@@ -316,16 +316,17 @@ class BPETokenizer:
         text: str | Iterable[str],
         vocab_size: int,
         special_tokens: Collection[str] = (),
-        pattern: str = LLAMA3_SPLIT_PATTERN,
+        pattern: str | None = None,
         *,
         min_frequency: int = 2,
         progress: bool = False,
     ) -> BPETokenizer:
         """Learn a vocabulary of ``vocab_size`` ids (256 bytes + merges + ``special_tokens``) from ``text``.
 
-        ``text`` is a string or an iterable of strings (documents). Special tokens are cut out of the text before
-        counting and get the last ids. Training stops early, with a smaller vocabulary, once no pair of tokens
-        occurs ``min_frequency`` times. Returns ``self``.
+        ``text`` is a string or an iterable of strings (documents). ``pattern`` is the pre-tokenization regex
+        (default: the one given to the constructor, Llama 3's unless told otherwise). Special tokens are cut out of
+        the text before counting and get the last ids. Training stops early, with a smaller vocabulary, once no
+        pair of tokens occurs ``min_frequency`` times. Returns ``self``.
         """
         special_tokens = list(dict.fromkeys(special_tokens))
         if any(not isinstance(s, str) or not s for s in special_tokens):
@@ -335,6 +336,7 @@ class BPETokenizer:
                 f"vocab_size ({vocab_size}) must be at least 256 (one token per byte) "
                 f"+ {len(special_tokens)} special tokens"
             )
+        pattern = self.pattern if pattern is None else pattern
         counts = count_pieces(text, pattern, special_tokens)
         merges = learn_merges(counts, vocab_size - len(special_tokens), min_frequency, progress)
         ranks = {bytes([i]): i for i in range(256)}
