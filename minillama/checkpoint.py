@@ -361,9 +361,13 @@ def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
 
 
 def _read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a valid safetensors file (truncated or corrupt?): {error}") from None
 
 
 def save_checkpoint(model: Llama, path: str | Path, tokenizer_file: str | Path | None = None) -> Path:

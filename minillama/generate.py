@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (the best available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights and cache dtype (auto: bfloat16 on a GPU that supports it, else float32)")
+                        help="weights and cache dtype (auto: bfloat16 on a GPU, else the checkpoint's own)")
     parser.add_argument("--tokenizer", default="auto",
                         help="'llama3' (Meta's tokenizer), a tokenizer.model path, or auto: the checkpoint's "
                              "tokenizer.model, or Meta's for a 128,256-token vocabulary")
@@ -130,12 +130,13 @@ def _pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def _pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype to run in; ``None`` keeps the checkpoint's (bfloat16 for Meta's and HF's releases)."""
     if name != "auto":
         return getattr(torch, name)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
 
 
 def load_tokenizer(spec: str, checkpoint: Path, vocab_size: int):
@@ -175,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, device=device, dtype=_pick_dtype(args.dtype, device))
     tokenizer = load_tokenizer(args.tokenizer, Path(args.checkpoint), model.config.vocab_size)
     prompt_ids, stop_tokens = _prompt_and_stops(tokenizer, args.prompt)
+    if len(prompt_ids) >= model.config.max_seq_len:
+        raise ValueError(f"the prompt is {len(prompt_ids)} tokens; the model reads at most {model.config.max_seq_len}")
     max_new = min(args.max_new_tokens, model.config.max_seq_len - len(prompt_ids))
     generator = torch.Generator(device=device).manual_seed(args.seed)
     out = sys.stdout

@@ -107,14 +107,16 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)  # (B, H_kv, S, D) with S = start_pos + T
         S = k.shape[2]
-        k, v = repeat_kv(k, H // H_kv), repeat_kv(v, H // H_kv)  # (B, H_kv, S, D) -> (B, H, S, D)
-        if S == T:  # no earlier tokens: the usual lower-triangular mask
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
-        elif T == 1:  # one new token sees every cached one
-            y = F.scaled_dot_product_attention(q, k, v)
-        else:  # a chunk after a cached prefix: query i sees keys 0 .. start_pos + i
+        mask = None  # S == T: no earlier tokens, the usual causal mask; T == 1: one new token sees every cached one
+        if T < S and T > 1:  # a chunk after a cached prefix: query i sees keys 0 .. start_pos + i
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # SDPA's CPU and CUDA kernels read each kv head for its H / H_kv query heads in place (enable_gqa), without
+        # a mask; elsewhere the heads are copied, which costs memory traffic proportional to the cache.
+        gqa = H > H_kv and mask is None and x.device.type in ("cpu", "cuda")
+        if not gqa:
+            k, v = repeat_kv(k, H // H_kv), repeat_kv(v, H // H_kv)  # (B, H_kv, S, D) -> (B, H, S, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and S == T > 1,
+                                           enable_gqa=gqa)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, H*D)
         return self.wo(y)
 

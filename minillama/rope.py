@@ -5,9 +5,9 @@ RoPE rotates each pair of adjacent features ``(x[2j], x[2j+1])`` of a query or k
 A dot product between a query at position ``m`` and a key at position ``n`` then depends only on ``m - n``.
 
 Meta's reference code stores the rotations as a complex64 tensor ``freqs_cis = exp(i m theta_j)`` and multiplies
-complex numbers. We keep exactly that layout (adjacent pairs, not Hugging Face's "rotate half" split) but store
-``torch.view_as_real(freqs_cis)`` — the (cos, sin) pairs — and do the complex product in real arithmetic, which
-runs on every backend (MPS, ``torch.compile``, the meta device) and gives the same numbers.
+complex numbers. We keep exactly that layout (adjacent pairs, not Hugging Face's "rotate half" split) and that
+complex product; the rotations are handed around as ``torch.view_as_real(freqs_cis)``, the (cos, sin) pairs in a
+float32 tensor, which moves between devices and dtypes like any other tensor.
 """
 
 from __future__ import annotations
@@ -73,13 +73,11 @@ def precompute_freqs_cis(
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     """Rotate each adjacent feature pair of ``x`` (B, T, H, D) by the angles in ``freqs_cis`` (T, D/2, 2).
 
-    The complex product ``(a + ib)(cos + i sin) = (a cos - b sin) + i (a sin + b cos)``, computed in float32 and
-    returned in ``x``'s dtype.
+    Meta's complex product ``(a + ib)(cos + i sin)``, computed in float32 and returned in ``x``'s dtype. The pairs
+    are viewed as complex numbers in place (no copy), and one complex multiply is several times faster on CPU than
+    the same arithmetic spelled out on the real and imaginary parts.
     """
     B, T, H, D = x.shape  # batch, time, heads, head dim
-    pairs = x.float().reshape(B, T, H, D // 2, 2)  # (B, T, H, D) -> (B, T, H, D/2, 2)
-    a, b = pairs[..., 0], pairs[..., 1]  # (B, T, H, D/2) each
-    cos = freqs_cis[:, None, :, 0]  # (T, 1, D/2)
-    sin = freqs_cis[:, None, :, 1]
-    rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)  # (B, T, H, D/2, 2)
-    return rotated.flatten(3).type_as(x)  # (B, T, H, D/2, 2) -> (B, T, H, D)
+    pairs = torch.view_as_complex(x.float().reshape(B, T, H, D // 2, 2))  # (B, T, H, D) -> (B, T, H, D/2) complex
+    rotations = torch.view_as_complex(freqs_cis)[:, None, :]  # (T, D/2, 2) -> (T, 1, D/2) complex
+    return torch.view_as_real(pairs * rotations).flatten(3).type_as(x)  # (B, T, H, D/2) -> (B, T, H, D)

@@ -222,6 +222,23 @@ def test_hf_unknown_keys_are_named(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_load_sharded_hf_folder(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = small_model()
+    save_hf(model, tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    names = sorted(state)
+    weight_map = {}
+    for index, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+        filename = f"model-{index + 1:05d}-of-00002.safetensors"
+        save_file({k: state[k] for k in part}, tmp_path / filename)
+        weight_map |= dict.fromkeys(part, filename)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    torch.testing.assert_close(logits(load_checkpoint(tmp_path), TOKENS), logits(model, TOKENS), rtol=0, atol=0)
+
+
 # --- our format ----------------------------------------------------------------------------------------------------
 
 
@@ -280,6 +297,14 @@ def test_a_checkpoint_for_another_config_is_refused(tmp_path):
     save_checkpoint(small_model(), tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(get_preset("nano").to_dict()))
     with pytest.raises(ValueError, match="minillama checkpoint .* does not match the model config: .*wrong shapes"):
+        load_checkpoint(tmp_path)
+
+
+def test_truncated_weights_file(tmp_path):
+    save_checkpoint(small_model(), tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors is not a valid safetensors file"):
         load_checkpoint(tmp_path)
 
 
