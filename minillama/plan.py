@@ -105,6 +105,15 @@ class GPU:
         """Roofline ridge point (Williams et al. 2009): FLOPs per byte above which a kernel is compute-bound."""
         return self.peak_tflops * 1e12 / (self.memory_tbps * 1e12)
 
+    def attainable_flops(self, intensity: float) -> float:
+        """The roofline: ``min(peak, bandwidth * intensity)`` FLOP/s for a kernel doing ``intensity`` FLOPs per byte
+        of memory traffic.
+
+        >>> GPUS["h100"].attainable_flops(1.0) / 1e12, GPUS["h100"].attainable_flops(1000) / 1e12
+        (3.35, 989.0)
+        """
+        return min(self.peak_tflops * 1e12, self.memory_tbps * 1e12 * intensity)
+
 
 GPUS: dict[str, GPU] = {
     "h100": GPU("NVIDIA H100 SXM", 80, 989, "bf16", 3.35, 450,

@@ -177,6 +177,8 @@ def test_405b_llama3_setup():
 def test_gpu_table():
     assert GPUS["h100"].peak_tflops == 989 and GPUS["h100"].memory_gb == 80
     assert GPUS["h100"].ridge_point == pytest.approx(295, abs=1)  # 989 TFLOP/s / 3.35 TB/s
+    assert GPUS["h100"].attainable_flops(1.0) == pytest.approx(3.35e12)  # memory-bound: bandwidth x intensity
+    assert GPUS["h100"].attainable_flops(296.0) == 989e12  # past the ridge: the peak
     assert (GPUS["h200"].memory_gb, GPUS["a100"].peak_tflops, GPUS["a100-40"].memory_gb) == (141, 312, 40)
     assert (GPUS["l4"].peak_tflops, GPUS["t4"].compute_dtype, GPUS["mi300x"].memory_gb) == (121, "fp16", 192)
     names = {"NVIDIA H100 80GB HBM3": "h100", "NVIDIA H100 PCIe": "h100-pcie", "NVIDIA H200": "h200",
