@@ -17,20 +17,21 @@ FSDP2's policy of bf16 compute with fp32 sharded parameters and fp32 gradient re
 split differently (fp32 weights 4 = the master copy, fp32 gradients 4, moments 8).
 
 **Activations** (bytes per token, per GPU, 16-bit), counted tensor by tensor in the manner of Korthikanti et al. 2022
-for Llama's block, with ``d = dim``, ``f = ffn_hidden_dim``, ``H = n_heads``:
+for Llama's block, with ``d = dim``, ``d_kv = n_kv_heads * head_dim``, ``f = ffn_hidden_dim``, ``H = n_heads``:
 
-- attention: the norm's input and output, q, k, v (at ``n_heads`` heads: minillama repeats the grouped key/value heads
-  before SDPA), the attention output: ``6 d`` values = ``12 d`` bytes, plus the flash kernel's log-sum-exp, fp32
-  per head: ``4 H``. Flash attention (Dao et al. 2022) never stores the ``T x T`` score matrix, so Korthikanti's
-  ``5 a s / h`` term is gone;
+- attention: the norm's input and output, q and the attention output (``4 d`` values), k and v at their
+  ``n_kv_heads`` heads (``2 d_kv``; SDPA's ``enable_gqa`` reads them without repeating them): ``8 d + 4 d_kv``
+  bytes, plus the flash kernel's log-sum-exp, fp32 per head: ``4 H``. Flash attention (Dao et al. 2022) never stores
+  the ``T x T`` score matrix, so Korthikanti's ``5 a s / h`` term is gone;
 - SwiGLU: the norm's input and output (``2 d``), ``w1 x``, ``silu(w1 x)``, ``w3 x`` and their product (``4 f``):
   ``4 d + 8 f`` bytes;
-- so one block stores ``16 d + 8 f + 4 H`` bytes per token. (Counted the same way, GPT-2's block, with one GELU of
-  ``4 d`` instead of SwiGLU's two matrices, stores ``32 d``: Korthikanti's ``34 s b h`` less its two dropout masks.)
+- so one block stores ``12 d + 4 d_kv + 8 f + 4 H`` bytes per token. (Counted the same way, GPT-2's block, with all
+  heads for keys and values and one GELU of ``4 d`` instead of SwiGLU's two matrices, stores ``32 d``: Korthikanti's
+  ``34 s b h`` less its two dropout masks.)
 - the head: the final norm's input and output (``4 d``) and the fp32 log-probabilities of the cross-entropy, saved
   for the backward, plus their gradient at the start of the backward (``4 V + 4 V``);
 - with full activation checkpointing (Chen et al. 2016) each block keeps only its input, ``2 d`` bytes, and one block
-  at a time is recomputed in the backward, so: ``n_layers * 2 d + (16 d + 8 f + 4 H) + head``.
+  at a time is recomputed in the backward, so: ``n_layers * 2 d + block + head``.
 
 This is what a fused or compiled block stores. Eager PyTorch stores more: minillama's ``RMSNorm`` computes in fp32
 and keeps ``x.float()`` and the fp32 normalized values, ``16 d`` more bytes per token per block (chapter 8 measures
@@ -193,11 +194,12 @@ def parse_count(text: str | int, *, binary: bool = False) -> int:
 
 
 def block_activation_bytes(config: ModelConfig) -> int:
-    """Bytes one transformer block stores for the backward, per token, without checkpointing: ``16 d + 8 f + 4 H``.
+    """Bytes one block stores for the backward, per token, without checkpointing: ``12 d + 4 d_kv + 8 f + 4 H``.
 
-    For Llama 3 8B (d = 4096, f = 14336, H = 32): 65,536 + 114,688 + 128 = 180,352 bytes per token.
+    For Llama 3 8B (d = 4096, d_kv = 8 * 128 = 1024, f = 14336, H = 32): 49,152 + 4,096 + 114,688 + 128 = 168,064.
     """
-    return 16 * config.dim + 8 * config.ffn_hidden_dim + 4 * config.n_heads
+    kv_dim = config.n_kv_heads * config.head_dim
+    return 12 * config.dim + 4 * kv_dim + 8 * config.ffn_hidden_dim + 4 * config.n_heads
 
 
 def head_activation_bytes(config: ModelConfig) -> int:
