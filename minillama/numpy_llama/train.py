@@ -8,8 +8,8 @@ The loop chapter 7 rebuilds at scale in PyTorch, in its smallest honest form::
 Run from the command line it trains a byte-level BPE tokenizer on tinyshakespeare, trains the model and writes the
 metrics (loss curves, bits per byte, a sample) to a JSON file; the chapter shows the result of::
 
-    python -m minillama.numpy_llama --preset tiny --vocab-size 512 --steps 3000 --batch-size 16 \
-        --warmup-steps 100 --eval-every 100 --eval-batches 16 --log-every 50 --out chapters/data/numpy_llama_run.json
+    python -m minillama.numpy_llama --preset tiny --vocab-size 512 --steps 1000 --batch-size 16 --seq-len 128 \
+        --warmup-steps 50 --eval-every 50 --eval-batches 16 --log-every 25 --out chapters/data/numpy_llama_run.json
 """
 
 from __future__ import annotations
