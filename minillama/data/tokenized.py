@@ -5,8 +5,9 @@ Tokenizing is pure overhead at training time, so it happens once and is cached u
 * ``tokenizers/<corpus>-bpe<vocab>.model`` (+ ``.json`` sidecar): a BPE tokenizer trained on (the start of) the
   corpus, keyed by the corpus and the vocabulary size;
 * ``tokens/<corpus>-<tokenizer fingerprint>/<split>.bin`` (+ ``.json``): the token ids of each split, documents
-  each followed by the end-of-text token, as ``uint16`` (vocabularies up to 65,536) or ``uint32``. Keyed by the
-  tokenizer's fingerprint, so a shard is never read back with the wrong tokenizer.
+  each followed by the end-of-text token, as ``uint16`` (vocabularies up to 65,536) or ``uint32``, written by
+  :func:`minillama.tokenizer.shards.write_document_shard`. Keyed by the tokenizer's fingerprint, so a shard is
+  never read back with the wrong tokenizer.
 
 The shards are read with ``np.memmap``: the operating system pages in only the windows a batch touches, so a corpus
 larger than memory trains as easily as tinyshakespeare.
@@ -14,9 +15,8 @@ larger than memory trains as easily as tinyshakespeare.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,10 @@ from minillama.data.documents import TextSource, text_source
 from minillama.data.loader import split_tokens
 from minillama.data.paths import cache_dir
 from minillama.tokenizer.bpe import BPETokenizer
+from minillama.tokenizer.shards import load_shard, shard_info_path, write_document_shard
 
 EOT = "<|end_of_text|>"  # Llama 3's end-of-text token, placed after every document
 TOKENIZER_TRAIN_CHARS = 20_000_000  # a BPE vocabulary of a few thousand tokens is settled long before this
-ENCODE_BATCH_DOCS = 1024
 
 
 @dataclass
@@ -70,15 +70,15 @@ def bpe_tokenizer_for(source: TextSource, vocab_size: int, progress: bool = Fals
     """The rank file of a BPE tokenizer with ``vocab_size`` ids trained on ``source``, trained on first use.
 
     The vocabulary is ``256`` byte tokens, ``vocab_size - 257`` merges and the end-of-text token, so it fills the
-    model's embedding table exactly. ``vocab_size=256`` gives a plain byte-level tokenizer (no merges, and no
-    end-of-text token: documents then follow each other without a separator).
+    model's embedding table exactly. ``vocab_size=256`` asks for a byte-level tokenizer: the 256 bytes and the
+    end-of-text token, 257 ids (the trainer sizes the model's embedding table from the tokenizer).
     """
+    vocab_size = max(vocab_size, 257)
     path = cache_dir() / "tokenizers" / f"{source.key}-bpe{vocab_size}.model"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        special_tokens = [EOT] if vocab_size > 256 else []
         tokenizer = BPETokenizer(name=path.stem).train(_training_text(source, TOKENIZER_TRAIN_CHARS), vocab_size,
-                                                       special_tokens=special_tokens, progress=progress)
+                                                       special_tokens=[EOT], progress=progress)
         if tokenizer.n_vocab != vocab_size:
             raise ValueError(f"corpus {source.key!r} is too small for a vocabulary of {vocab_size} tokens (BPE ran "
                              f"out of pairs occurring twice at {tokenizer.n_vocab}); use a smaller vocab_size")
@@ -87,78 +87,19 @@ def bpe_tokenizer_for(source: TextSource, vocab_size: int, progress: bool = Fals
 
 
 # --- token shards ----------------------------------------------------------------------------------------------------
-# PRIVATE ADAPTER (remove at integration): the tokenizer package's shards.py (write_shard / read_shard) is being
-# written at the same time as this module; until it lands, these two functions write and read the same layout
-# (a .bin of uint16/uint32 ids + a .json sidecar with the tokenizer fingerprint, dtype and count).
-
-
-def _write_shard(path: Path, id_batches: Iterable[list[int]], vocab_size: int, meta: dict) -> Path:
-    import json
-    import os
-
-    dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    count = 0
-    try:
-        with open(tmp, "wb") as f:
-            for ids in id_batches:
-                array = np.asarray(ids, dtype=dtype)
-                f.write(array.tobytes())
-                count += len(array)
-            f.flush()
-            os.fsync(f.fileno())
-        sidecar = {"format": "minillama-tokens", "dtype": np.dtype(dtype).name, "count": count, **meta}
-        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _read_shard(path: Path, fingerprint: str) -> np.ndarray:
-    import json
-
-    meta = json.loads(path.with_suffix(".json").read_text())
-    if meta["tokenizer"] != fingerprint:
-        raise ValueError(f"{path} was written with another tokenizer ({meta['tokenizer'][:12]}...)")
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["count"],))
-
-
-# --- tokenizing a corpus ---------------------------------------------------------------------------------------------
-
-
-def _encoded_documents(tokenizer: BPETokenizer, documents: Iterable[str], progress: bool) -> Iterator[list[int]]:
-    """Token ids of each batch of documents, each document followed by the end-of-text id (tiktoken's Rust
-    encoder on all cores: the same ids as ``tokenizer.encode_ordinary``, an order of magnitude faster)."""
-    from tqdm.auto import tqdm
-
-    encoding = tokenizer.to_tiktoken()
-    eot = tokenizer.special_tokens.get(EOT)
-    documents = iter(documents)
-    with tqdm(desc="tokenizing", unit=" docs", disable=not progress, leave=False) as bar:
-        while batch := list(islice(documents, ENCODE_BATCH_DOCS)):
-            ids: list[int] = []
-            for doc_ids in encoding.encode_ordinary_batch(batch):
-                ids.extend(doc_ids)
-                if eot is not None:
-                    ids.append(eot)
-            bar.update(len(batch))
-            yield ids
 
 
 def token_shards(source: TextSource, tokenizer: BPETokenizer, progress: bool = False) -> dict[str, np.ndarray]:
     """``{split: memmap of token ids}`` for every split of ``source``, tokenized on first use."""
     fingerprint = tokenizer.fingerprint()
     folder = cache_dir() / "tokens" / f"{source.key}-{fingerprint[:16]}"
-    folder.mkdir(parents=True, exist_ok=True)
     shards = {}
     for split in source.splits:
         path = folder / f"{split}.bin"
-        if not path.exists():
-            batches = _encoded_documents(tokenizer, source.documents(split), progress)
-            _write_shard(path, batches, tokenizer.n_vocab,
-                         {"tokenizer": fingerprint, "source": source.key, "split": split})
-        shards[split] = _read_shard(path, fingerprint)
+        if not shard_info_path(path).is_file():  # the sidecar is written last: its presence means complete
+            write_document_shard(source.documents(split), path, tokenizer, source=f"{source.key}:{split}",
+                                 eot_id=tokenizer.special_tokens.get(EOT), progress=progress)
+        shards[split] = load_shard(path, expected_fingerprint=fingerprint)
     return shards
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from minillama.config import ModelConfig, get_preset
 from minillama.data.loader import TrainLoader, eval_batches
-from minillama.data.tokenized import TokenizedCorpus, prepare_corpus
+from minillama.data.tokenized import EOT, TokenizedCorpus, prepare_corpus
 from minillama.model import Llama
 from minillama.train.checkpointing import Checkpointer, resolve_checkpoint, rng_state, set_rng_state
 from minillama.train.config import TrainConfig
@@ -93,37 +93,6 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.d
     groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
                              fused=device.type == "cuda" or None)
-
-
-# --- sampling --------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def sample_tokens(model: Llama, prompt: list[int], max_new_tokens: int, *, temperature: float = 0.8, top_k: int = 0,
-                  generator: torch.Generator | None = None) -> list[int]:
-    """Continue ``prompt`` by ``max_new_tokens`` tokens with a KV cache (temperature and top-k sampling).
-
-    PRIVATE ADAPTER (remove at integration): ``minillama.generate`` is being written at the same time; this loop
-    will be replaced by its sampling function, called with the same explicit ``generator`` (sampling must not
-    touch the global generators, or evaluation would change the training run).
-    """
-    device = next(model.parameters()).device
-    max_new_tokens = min(max_new_tokens, model.config.max_seq_len - len(prompt))
-    cache = model.make_cache(batch_size=1, max_seq_len=len(prompt) + max_new_tokens)
-    tokens = torch.tensor([prompt], device=device)
-    logits = model(tokens, start_pos=0, cache=cache, last_only=True)[:, -1]  # (1, vocab)
-    out: list[int] = []
-    for position in range(len(prompt), len(prompt) + max_new_tokens):
-        logits = logits.float() / max(temperature, 1e-6)
-        if top_k:
-            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, -math.inf)
-        probs = F.softmax(logits, dim=-1)
-        next_id = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)  # (1, 1)
-        out.append(int(next_id))
-        if position + 1 < len(prompt) + max_new_tokens:
-            logits = model(next_id, start_pos=position, cache=cache)[:, -1]
-    return out
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------------
@@ -253,15 +222,19 @@ class Trainer:
     def samples(self) -> list[str]:
         """``num_samples`` continuations of ``sample_prompt``, from a generator seeded by (seed, step), so the
         samples are reproducible and the training run's own random state is untouched."""
-        tokenizer = self.data.tokenizer
-        prompt = tokenizer.encode(self.config.sample_prompt, disallowed_special=()) or [0]
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
+        from minillama.generate import generate
+
+        config, tokenizer = self.config, self.data.tokenizer
+        prompt = tokenizer.encode(config.sample_prompt, disallowed_special=()) or [0]
+        stops = [tokenizer.special_tokens[EOT]] if EOT in tokenizer.special_tokens else []
+        generator = torch.Generator(self.device).manual_seed(config.seed * 1_000_003 + self.step)
+        max_new = min(config.sample_tokens, self.model_config.max_seq_len - len(prompt))
         self.model.eval()
         texts = []
-        for _ in range(self.config.num_samples):
-            ids = sample_tokens(self.model, prompt, self.config.sample_tokens, temperature=self.config.temperature,
-                                top_k=self.config.top_k, generator=generator)
-            texts.append(tokenizer.decode(prompt + ids))
+        for _ in range(config.num_samples):
+            ids = generate(self.model, prompt, max_new, temperature=config.temperature, top_k=config.top_k or None,
+                           stop_tokens=stops, generator=generator)[0].tolist()
+            texts.append(tokenizer.decode([i for i in ids if i not in stops]))
         self.model.train()
         return texts
 
