@@ -42,9 +42,17 @@ def test_resume_gives_bitwise_identical_losses(tmp_path, monkeypatch, one_thread
         assert torch.equal(value, second.optimizer.state_dict()["state"][0][name]), name
 
 
-def test_resume_without_checkpoints_is_a_clear_error(tmp_path, monkeypatch):
+def test_resume_errors_are_clear(tmp_path, monkeypatch, one_thread):  # noqa: F811
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path / "cache"))
     corpus = small_corpus(tmp_path)
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
         Trainer(nano_config(tmp_path / "x", corpus, resume=str(tmp_path / "empty_run")))
+    Trainer(nano_config(tmp_path / "run", corpus), log=lambda text: None).fit(stop_at=1)
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text()[::-1])
+    with pytest.raises(ValueError, match="trained with corpus="):
+        Trainer(nano_config(tmp_path / "run", other, resume=str(tmp_path / "run")))
+    messages = []
+    Trainer(nano_config(tmp_path / "run", corpus, seed=5, resume=str(tmp_path / "run")), log=messages.append)
+    assert any("seed changed" in m for m in messages)

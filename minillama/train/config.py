@@ -160,16 +160,20 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a TOML file (flat keys, or keys grouped in tables: tables are only for the reader's eye)."""
-        path = Path(path)
+        return cls.from_toml_text(Path(path).read_text(), source=str(path), **overrides)
+
+    @classmethod
+    def from_toml_text(cls, text: str, source: str = "TOML text", **overrides: Any) -> TrainConfig:
+        """Like :meth:`from_toml`, from the text itself (``source`` names it in error messages)."""
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path} is not valid TOML: {error}") from error
+            raise ValueError(f"{source} is not valid TOML: {error}") from error
         flat: dict[str, Any] = {}
         for key, value in data.items():
             flat.update(value if isinstance(value, dict) else {key: value})
         flat.update(overrides)
-        return cls.from_dict(flat, source=str(path))
+        return cls.from_dict(flat, source=source)
 
     def to_toml(self) -> str:
         """The config as TOML, grouped in commented sections; ``from_toml`` reads it back to an equal config."""

@@ -281,6 +281,7 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint: weights, optimizer, data position, schedule, guard, scaler and RNG states."""
         state = self.checkpointer.load(path, self.model, self.optimizer)
+        self._check_compatible(state["config"], path)
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
         self.loader.load_state_dict(state["loader"])
@@ -292,6 +293,19 @@ class Trainer:
         set_rng_state(state["rng"])
         self.metrics.truncate_after(self.step)
         self.log(f"resumed from {path} at step {self.step}")
+
+    def _check_compatible(self, saved_toml: str, path: Path) -> None:
+        """Refuse to resume into another corpus or tokenizer; warn when the data order will differ."""
+        saved = TrainConfig.from_toml_text(saved_toml, source=f"the config saved in {path}")
+        for name in ("model", "corpus", "tokenizer"):
+            if getattr(saved, name) != getattr(self.config, name):
+                raise ValueError(f"cannot resume {path}: it was trained with {name}={getattr(saved, name)!r}, "
+                                 f"this run asks for {getattr(self.config, name)!r}")
+        changed = [name for name in ("seed", "seq_len", "batch_size", "grad_accum_steps", "val_fraction")
+                   if getattr(saved, name) != getattr(self.config, name)]
+        if changed:
+            self.log(f"warning: {', '.join(changed)} changed since {path}: the run continues, but not as the "
+                     f"uninterrupted run would have")
 
     # --- the loop ---------------------------------------------------------------------------------------------------
 
