@@ -27,7 +27,9 @@ from minillama.rope import apply_rotary_emb, precompute_freqs_cis
 class RMSNorm(nn.Module):
     """Root-mean-square normalization (Zhang and Sennrich 2019): ``x / sqrt(mean(x^2) + eps) * weight``.
 
-    LayerNorm without the mean subtraction and the bias. Computed in float32 whatever the input dtype, as Meta does.
+    LayerNorm without the mean subtraction and the bias. Computed in float32 for bf16/fp16/fp32 inputs, as Meta does
+    (``x.float()``), and in float64 for float64 inputs (``torch.promote_types(x.dtype, torch.float32)``), so that a
+    float64 model is float64 throughout.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5):
@@ -36,7 +38,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        compute = torch.promote_types(x.dtype, torch.float32)  # float32 for bf16/fp16/fp32, float64 for float64
+        normed = x.to(compute) * torch.rsqrt(x.to(compute).pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
 
 
@@ -199,7 +202,9 @@ class Llama(nn.Module):
                 f"positions up to {start_pos + T} exceed the model's max_seq_len ({self.config.max_seq_len})"
             )
         h = self.tok_embeddings(tokens)  # (B, T) -> (B, T, dim)
-        freqs_cis = precompute_freqs_cis(self.config, start_pos + T, start=start_pos, device=tokens.device)
+        angles_dtype = torch.promote_types(h.dtype, torch.float32)  # float32 as Meta; float64 for a float64 model
+        freqs_cis = precompute_freqs_cis(self.config, start_pos + T, start=start_pos, device=tokens.device,
+                                         dtype=angles_dtype)  # (T, D/2, 2)
         for layer in self.layers:
             h = layer(h, freqs_cis, start_pos, cache)
         if last_only:

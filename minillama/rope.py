@@ -7,7 +7,11 @@ A dot product between a query at position ``m`` and a key at position ``n`` then
 Meta's reference code stores the rotations as a complex64 tensor ``freqs_cis = exp(i m theta_j)`` and multiplies
 complex numbers. We keep exactly that layout (adjacent pairs, not Hugging Face's "rotate half" split) and that
 complex product; the rotations are handed around as ``torch.view_as_real(freqs_cis)``, the (cos, sin) pairs in a
-float32 tensor, which moves between devices and dtypes like any other tensor.
+real tensor, which moves between devices and dtypes like any other tensor.
+
+Precision: for bf16, fp16 and fp32 models everything is float32 (complex64), as in Meta's code, so the angles round
+exactly as theirs do; a float64 model gets float64 angles and a complex128 product, which is what lets it agree with
+the float64 numpy model of chapter 5 to round-off (~1e-15) instead of float32's ~1e-7.
 """
 
 from __future__ import annotations
@@ -44,10 +48,12 @@ def apply_rope_scaling(
     return torch.where(in_between, interpolated, scaled)
 
 
-def rope_frequencies(config: ModelConfig, device: torch.device | str | None = None) -> torch.Tensor:
-    """The ``head_dim // 2`` rotary frequencies ``theta_j`` in float32, rescaled when ``config.use_scaled_rope``."""
+def rope_frequencies(config: ModelConfig, device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The ``head_dim // 2`` rotary frequencies ``theta_j`` in ``dtype`` (float32 as Meta; float64 for a float64
+    model), rescaled when ``config.use_scaled_rope``."""
     D = config.head_dim
-    freqs = 1.0 / (config.rope_theta ** (torch.arange(0, D, 2, device=device, dtype=torch.float32)[: D // 2] / D))
+    freqs = 1.0 / (config.rope_theta ** (torch.arange(0, D, 2, device=device, dtype=dtype)[: D // 2] / D))
     if config.use_scaled_rope:
         freqs = apply_rope_scaling(freqs, config.rope_scaling_factor, config.rope_low_freq_factor,
                                    config.rope_high_freq_factor, config.rope_original_max_seq_len)
@@ -55,17 +61,22 @@ def rope_frequencies(config: ModelConfig, device: torch.device | str | None = No
 
 
 def precompute_freqs_cis(
-    config: ModelConfig, end: int, start: int = 0, device: torch.device | str | None = None
+    config: ModelConfig, end: int, start: int = 0, device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """The rotations ``exp(i m theta_j)`` for positions ``start <= m < end``, as (cos, sin) pairs.
 
-    Returns a float32 tensor of shape ``(end - start, head_dim // 2, 2)``: ``torch.view_as_real`` of Meta's complex
-    ``freqs_cis``. Angles are computed in float32, as Meta does, so both models round identically.
+    Returns a ``dtype`` tensor of shape ``(end - start, head_dim // 2, 2)``: ``torch.view_as_real`` of Meta's complex
+    ``freqs_cis``. Angles are computed in ``dtype``: float32 by default, as Meta does, so both models round
+    identically; float64 for a float64 model (:class:`minillama.model.Llama` asks for the dtype of its weights,
+    promoted to at least float32).
 
     Example: ``head_dim=2`` has one frequency ``theta_0 = 1``, so position ``m`` holds ``(cos m, sin m)``.
     """
-    freqs = rope_frequencies(config, device=device)
-    positions = torch.arange(start, end, device=device, dtype=torch.float32)
+    if not dtype.is_floating_point or torch.finfo(dtype).bits < 32:
+        raise ValueError(f"rotary angles need float32 or float64 (angles up to ~1e5 rad), got {dtype}")
+    freqs = rope_frequencies(config, device=device, dtype=dtype)
+    positions = torch.arange(start, end, device=device, dtype=dtype)
     angles = torch.outer(positions, freqs)  # (T, D/2)
     return torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)  # (T, D/2, 2)
 
@@ -73,11 +84,13 @@ def precompute_freqs_cis(
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     """Rotate each adjacent feature pair of ``x`` (B, T, H, D) by the angles in ``freqs_cis`` (T, D/2, 2).
 
-    Meta's complex product ``(a + ib)(cos + i sin)``, computed in float32 and returned in ``x``'s dtype. The pairs
-    are viewed as complex numbers in place (no copy), and one complex multiply is several times faster on CPU than
-    the same arithmetic spelled out on the real and imaginary parts.
+    Meta's complex product ``(a + ib)(cos + i sin)``, computed in float32 (complex64) for bf16/fp16/fp32 inputs and
+    in float64 (complex128) for float64 ones, and returned in ``x``'s dtype. The pairs are viewed as complex numbers
+    in place (no copy), and one complex multiply is several times faster on CPU than the same arithmetic spelled out
+    on the real and imaginary parts.
     """
     B, T, H, D = x.shape  # batch, time, heads, head dim
-    pairs = torch.view_as_complex(x.float().reshape(B, T, H, D // 2, 2))  # (B, T, H, D) -> (B, T, H, D/2) complex
-    rotations = torch.view_as_complex(freqs_cis)[:, None, :]  # (T, D/2, 2) -> (T, 1, D/2) complex
+    compute = torch.promote_types(x.dtype, torch.float32)
+    pairs = torch.view_as_complex(x.to(compute).reshape(B, T, H, D // 2, 2))  # (B, T, H, D) -> (B, T, H, D/2) complex
+    rotations = torch.view_as_complex(freqs_cis.to(compute))[:, None, :]  # (T, D/2, 2) -> (T, 1, D/2) complex
     return torch.view_as_real(pairs * rotations).flatten(3).type_as(x)  # (B, T, H, D/2) -> (B, T, H, D)

@@ -1,8 +1,7 @@
 """The PyTorch Llama against Meta's reference RoPE code and Hugging Face transformers; the KV cache against
 recomputation; meta-device construction of the real sizes.
 
-The numpy-vs-PyTorch check (float64 logits and every gradient to 1e-8) lives with the numpy model's tests, once
-``minillama.numpy_llama`` exists.
+The numpy-vs-PyTorch check (float64 logits and every gradient to 1e-8) is ``tests/test_numpy_vs_torch.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import math
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,44 @@ def test_rmsnorm_matches_torch():
     torch.testing.assert_close(norm(x), F.rms_norm(x, (16,), norm.weight, eps=1e-5))
 
 
+def test_rmsnorm_precision_follows_the_input():
+    """bf16 in: Meta's float32 arithmetic (``x.float()``), bit for bit; float64 in: float64 throughout."""
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-5)
+    norm.weight.data.normal_()
+    x = torch.randn(3, 5, 16, dtype=torch.float64)
+    weight = norm.weight.detach().double().numpy()
+    expected = x.numpy() / np.sqrt((x.numpy() ** 2).mean(-1, keepdims=True) + 1e-5) * weight
+    out = norm.double()(x)
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-14, atol=0)
+    low = x.bfloat16()
+    meta = (low.float() * torch.rsqrt(low.float().pow(2).mean(-1, keepdim=True) + 1e-5)).type_as(low)
+    meta = meta * norm.weight.bfloat16()
+    assert torch.equal(norm.bfloat16()(low), meta)
+
+
+def test_rope_in_float64_is_exact():
+    """A float64 table holds float64 angles, and a float64 input is rotated in complex128: numpy's complex
+    exponential agrees to round-off (a float32 table would be off by ~1e-5 at position 300)."""
+    config = get_preset("nano", use_scaled_rope=False)
+    T, D = 300, config.head_dim
+    table = precompute_freqs_cis(config, T, dtype=torch.float64)
+    assert table.dtype == torch.float64
+    angles = np.outer(np.arange(T), config.rope_theta ** (-np.arange(0, D, 2) / D))  # (T, D/2)
+    np.testing.assert_allclose(table.numpy(), np.stack((np.cos(angles), np.sin(angles)), -1), rtol=0, atol=1e-13)
+    x = torch.randn(2, T, 3, D, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    pairs = x.numpy()[..., 0::2] + 1j * x.numpy()[..., 1::2]  # (B, T, H, D/2) complex
+    rotated = pairs * np.exp(1j * angles)[None, :, None, :]
+    out = apply_rotary_emb(x, table)
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out[..., 0::2].numpy(), rotated.real, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(out[..., 1::2].numpy(), rotated.imag, rtol=0, atol=1e-13)
+    assert apply_rotary_emb(x.bfloat16(), table).dtype == torch.bfloat16  # computed in float32, returned as bf16
+    with pytest.raises(ValueError, match="float32 or float64"):
+        precompute_freqs_cis(config, T, dtype=torch.bfloat16)
+
+
 def test_repeat_kv_equals_repeat_interleave():
     x = torch.randn(2, 3, 5, 4)
     torch.testing.assert_close(repeat_kv(x, 4), x.repeat_interleave(4, dim=1))
@@ -149,6 +187,21 @@ def test_kv_cache_decoding_equals_full_recomputation():
     torch.testing.assert_close(incremental, full, rtol=1e-5, atol=1e-5)
     last = model(tokens[:, :10], last_only=True)
     torch.testing.assert_close(last, full[:, 9:10], rtol=1e-5, atol=1e-5)
+
+
+def test_float64_kv_cache_decoding_equals_recomputation_to_round_off():
+    """In float64 (RMSNorm, RoPE angles and rotation all float64) cached decoding and recomputation differ only by
+    float64 round-off, so positions offset by ``start_pos`` use exactly the angles of the full table."""
+    torch.manual_seed(0)
+    model = Llama(SMALL).double()
+    tokens = torch.randint(0, SMALL.vocab_size, (2, 30))
+    with torch.no_grad():
+        full = model(tokens)
+        cache = model.make_cache(batch_size=2, max_seq_len=30)
+        steps = [model(tokens[:, :12], cache=cache)]
+        steps += [model(tokens[:, t : t + 1], start_pos=t, cache=cache) for t in range(12, 30)]
+    assert full.dtype == torch.float64
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-12)
 
 
 def test_kv_cache_errors_and_layout():
