@@ -52,17 +52,7 @@ def forward_backward(numpy_model, pytorch_model, tokens):
     return numpy_model(x).data, logits.detach().numpy(), loss.item(), torch_loss.item()
 
 
-FLOAT32_INSIDE = (
-    "minillama.model computes RMSNorm and RoPE in float32 whatever the model's dtype (x.float(), a float32 freqs_cis "
-    "table), so a float64 PyTorch model agrees with the numpy model only to ~1e-7; computing them in "
-    "torch.promote_types(x.dtype, torch.float32) with a table in that dtype gives ~1e-15"
-)
-
-
-@pytest.mark.parametrize("dtype, tolerance", [
-    pytest.param(np.float64, 1e-8, marks=pytest.mark.xfail(reason=FLOAT32_INSIDE, strict=True)),
-    (np.float32, 1e-5),
-], ids=["float64", "float32"])
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-8), (np.float32, 1e-5)], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_same_weights_same_logits_and_gradients(name, dtype, tolerance):
     config, numpy_model, pytorch_model = both_models(name, dtype)
