@@ -1,0 +1,142 @@
+"""``parallelize(model, parallel_config)``: every multi-GPU technique applied to a plain ``Llama`` from outside.
+
+The model file is a single-device module that never imports ``torch.distributed``; this function turns it into a
+data-parallel one, in torchtitan's fixed order (Liang et al. 2024):
+
+1. **activation checkpointing** per block (Chen et al. 2016): first, because it changes what a block's forward
+   *is* (run, keep the input, recompute in the backward); the compiler and FSDP must both see that version;
+2. **torch.compile** per block (Ansel et al. 2024): second, so that each compiled graph is one block's arithmetic,
+   recomputation included, and the compiler compiles one graph that repeats ``n_layers`` times;
+3. **data parallelism**, last, because it wraps what the steps above built:
+
+   * **FSDP2** (``fully_shard``; Zhao et al. 2023, ZeRO-3 of Rajbhandari et al. 2020): each transformer block, then
+     the root (embeddings, final norm, output head), becomes one unit whose weights, gradients and optimizer state
+     are split in ``world_size`` shards. A unit's weights are all-gathered just before its forward (and again before
+     its backward) and freed after; its gradients are reduce-scattered, so each rank keeps the gradient of its shard.
+     Sharding per block bounds the memory of unsharded weights to about one block at a time and lets the all-gather
+     of block ``i + 1`` overlap the compute of block ``i``. Parameters stay ``nn.Parameter`` s (as ``DTensor`` s),
+     with their names, so checkpoints and the optimizer see the same model.
+   * **DDP** (Li et al. 2020): every rank holds the whole model; gradients are averaged with all-reduces, in
+     buckets that start while the backward is still running.
+
+Mixed precision under FSDP is a :class:`~torch.distributed.fsdp.MixedPrecisionPolicy`: the weights are stored (and
+updated) in float32 and cast to ``param_dtype`` (bfloat16 on CUDA) when they are all-gathered, so the all-gather
+moves half the bytes and the matmuls run on bf16 tensor cores; gradients are reduced in ``reduce_dtype`` (float32), so
+that summing over hundreds of ranks does not lose the small ones. On CPU (gloo) everything stays float32, which is
+what makes the CPU tests exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+from minillama.train.wrapping import apply_activation_checkpointing, compile_blocks
+
+DATA_PARALLEL = ("none", "ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How to spread one model over the ranks of a job (data parallelism only: no tensor/pipeline/context split)."""
+
+    data_parallel: str = "fsdp"
+    """``"fsdp"`` (shard weights, gradients and optimizer state), ``"ddp"`` (replicate) or ``"none"``."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (about 1/3 more compute, far less memory)."""
+    compile: bool = False
+    """``torch.compile`` each transformer block."""
+    param_dtype: torch.dtype | None = None
+    """FSDP: dtype of the all-gathered weights that the forward and backward compute with; ``None`` = as stored."""
+    reduce_dtype: torch.dtype | None = torch.float32
+    """FSDP: dtype of the gradient reduce-scatter; ``None`` = ``param_dtype``."""
+    reshard_after_forward: bool = True
+    """FSDP: free each block's gathered weights after its forward (ZeRO-3) and gather them again for the backward;
+    ``False`` keeps them until the backward (ZeRO-2: more memory, one all-gather less per block)."""
+
+    def __post_init__(self) -> None:
+        if self.data_parallel not in DATA_PARALLEL:
+            raise ValueError(f"data_parallel must be one of {', '.join(DATA_PARALLEL)}, got {self.data_parallel!r}")
+
+    @classmethod
+    def from_train_config(cls, config, amp_dtype: torch.dtype | None) -> ParallelConfig:
+        """From a ``TrainConfig`` (its ``parallel``, ``compile`` and ``activation_checkpointing`` fields) and the
+        trainer's autocast dtype: under FSDP the weights are gathered in that dtype (bf16 on CUDA, float32 on CPU),
+        and gradients are always reduced in float32."""
+        if config.parallel == "fsdp" and amp_dtype == torch.float16:
+            raise ValueError("FSDP with float16 needs a sharded loss scaler that minillama does not have; use "
+                             "--dtype bfloat16 (Ampere GPUs and later) or --parallel ddp")
+        return cls(data_parallel=config.parallel, activation_checkpointing=config.activation_checkpointing,
+                   compile=config.compile, param_dtype=amp_dtype if config.parallel == "fsdp" else None)
+
+
+def data_parallel_mesh() -> DeviceMesh:
+    """A one-dimensional mesh over every rank of the job: the group that FSDP shards over.
+
+    Its device type follows the process group's backend (NCCL: ``cuda``, gloo: ``cpu``), not the model's device,
+    so that a model on the meta device is sharded for the devices it will be materialized on.
+    """
+    if not dist.is_initialized():
+        raise RuntimeError("FSDP needs a process group: call minillama.parallel.init_distributed() first (under "
+                           "torchrun; a single process can join a group of one)")
+    device_type = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    return init_device_mesh(device_type, (dist.get_world_size(),), mesh_dim_names=("dp",))
+
+
+def apply_fsdp(model: nn.Module, mesh: DeviceMesh, policy: MixedPrecisionPolicy, reshard_after_forward: bool = True
+               ) -> nn.Module:
+    """``fully_shard`` each block of ``model.layers``, then the root, in place; returns ``model``.
+
+    The last block keeps its weights after the forward: the backward starts with it, so freeing them only to gather
+    them again at once would be wasted traffic (torchtitan does the same). The root's parameters (embeddings, final
+    norm, output head) form the last unit; FSDP keeps the root's gathered weights until the backward too.
+    """
+    n_layers = len(model.layers)
+    for index, block in enumerate(model.layers):
+        fully_shard(block, mesh=mesh, mp_policy=policy,
+                    reshard_after_forward=reshard_after_forward and index < n_layers - 1)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def apply_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """Wrap ``model`` in DDP: rank 0's weights are broadcast to every rank, gradients are all-reduced (averaged).
+
+    ``broadcast_buffers=False``: the model has no buffers that training changes, and a broadcast at every forward
+    would also make evaluation a collective (every rank would have to run the same number of forwards).
+    """
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False, gradient_as_bucket_view=True)
+
+
+def parallelize(model: nn.Module, parallel_config: ParallelConfig, mesh: DeviceMesh | None = None) -> nn.Module:
+    """Apply ``parallel_config`` to ``model`` (a ``Llama``) and return the module the training loop calls.
+
+    FSDP modifies ``model`` in place and returns it (its parameters become shards); DDP returns a wrapper around it
+    (``wrapper.module is model``); ``"none"`` returns ``model``. Call it after the process group is initialized
+    (:func:`~minillama.parallel.distributed.init_distributed`) and before building the optimizer, which must see
+    the sharded parameters. ``model`` may live on the meta device (FSDP then shards shapes only; materialize with
+    ``model.to_empty(device=...)`` and ``model.init_weights()``).
+    """
+    # 1. activation checkpointing: changes what each block's forward does, so it comes first.
+    if parallel_config.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    # 2. torch.compile, block by block: compiles the (checkpointed) block; FSDP's hooks stay around it.
+    if parallel_config.compile:
+        compile_blocks(model)
+    # 3. data parallelism, last: it wraps the blocks built above.
+    if parallel_config.data_parallel == "fsdp":
+        mesh = mesh or data_parallel_mesh()
+        policy = MixedPrecisionPolicy(param_dtype=parallel_config.param_dtype,
+                                      reduce_dtype=parallel_config.reduce_dtype)
+        return apply_fsdp(model, mesh, policy, parallel_config.reshard_after_forward)
+    if parallel_config.data_parallel == "ddp":
+        return apply_ddp(model, next(model.parameters()).device)
+    return model
+
