@@ -16,37 +16,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
-from collections.abc import Callable
+
+from _timing import default_threads, interleaved_times, pin_blas_threads  # bench/_timing.py
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="BLAS / torch threads")
+    parser.add_argument("--threads", type=int, default=default_threads(), help="BLAS / torch threads")
     parser.add_argument("--repeats", type=int, default=30, help="timed steps per workload and engine")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     return parser.parse_args()
 
 
-def interleaved_times(ours: Callable[[], object], theirs: Callable[[], object], repeats: int,
-                      warmup: int) -> tuple[list[float], list[float]]:
-    """Seconds per step of both engines, alternating steps so that load from other processes hits both alike."""
-    for _ in range(warmup):
-        ours()
-        theirs()
-    times_ours, times_theirs = [], []
-    for _ in range(repeats):
-        for step, times in ((ours, times_ours), (theirs, times_theirs)):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-    return times_ours, times_theirs
-
-
 def main() -> None:
     args = parse_args()
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    pin_blas_threads(args.threads)
 
     # Imported only now, so that the thread settings above take effect.
     import numpy as np

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
-from collections.abc import Callable
+
+from _timing import default_threads, interleaved_times, pin_blas_threads  # bench/_timing.py
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,31 +25,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="BLAS / torch threads")
+    parser.add_argument("--threads", type=int, default=default_threads(), help="BLAS / torch threads")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per engine")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     return parser.parse_args()
 
 
-def interleaved_times(ours: Callable[[], float], theirs: Callable[[], float], repeats: int,
-                      warmup: int) -> tuple[list[float], list[float]]:
-    """Seconds per step of both engines, alternating steps so that load from other processes hits both alike."""
-    for _ in range(warmup):
-        ours()
-        theirs()
-    times_ours, times_theirs = [], []
-    for _ in range(repeats):
-        for step, times in ((ours, times_ours), (theirs, times_theirs)):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-    return times_ours, times_theirs
-
-
 def main() -> None:
     args = parse_args()
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    pin_blas_threads(args.threads)
 
     # Imported only now, so that the thread settings above take effect.
     import numpy as np
