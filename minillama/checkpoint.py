@@ -8,7 +8,7 @@ Three on-disk formats, one in-memory form (a ``state_dict`` with Meta's paramete
   (8 for 70B and 405B); merged here into one state dict along the dimension each layer was split on.
 - **Hugging Face**: ``config.json`` + ``model.safetensors`` (or an indexed set of shards), with HF names and the
   q/k rows permuted for HF's "rotate half" RoPE. A model saved here opens with
-  ``transformers.LlamaForCausalLM.from_pretrained``.
+  ``transformers.LlamaForCausalLM.from_pretrained``; saved with its tokenizer, with ``AutoTokenizer`` too.
 
 The conversions are pure functions on state dicts; file I/O sits at the bottom. Nothing here unpickles arbitrary
 objects: safetensors, or ``torch.load(weights_only=True)`` for Meta's ``.pth`` files. Files are written atomically
@@ -389,12 +389,28 @@ def save_checkpoint(model: Llama, path: str | Path, tokenizer_file: str | Path |
     return path
 
 
-def save_hf(model: Llama, path: str | Path) -> Path:
-    """Save ``model`` as a Hugging Face Llama folder (``config.json`` + ``model.safetensors``)."""
+def save_hf(model: Llama, path: str | Path, tokenizer=None) -> Path:
+    """Save ``model`` as a Hugging Face Llama folder (``config.json`` + ``model.safetensors``).
+
+    With ``tokenizer`` (a ``BPETokenizer``, a ``Llama3Tokenizer`` or a tiktoken rank file such as our
+    ``tokenizer.model``), also ``tokenizer.json`` + ``tokenizer_config.json`` (:mod:`minillama.hf_tokenizer`), so that
+    ``transformers.AutoTokenizer.from_pretrained(path)`` opens the folder too.
+    """
     path = Path(path)
+    if tokenizer is not None:
+        from minillama.hf_tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer)
+        if tokenizer.n_vocab > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has ids up to {tokenizer.n_vocab - 1}, beyond the model's vocab_size of "
+                             f"{model.config.vocab_size}")
     dtype = model.tok_embeddings.weight.dtype
     _write_safetensors(path / "model.safetensors", to_hf_state_dict(model.state_dict(), model.config))
     _write_json(path / "config.json", config_to_hf(model.config, dtype))
+    if tokenizer is not None:
+        from minillama.hf_tokenizer import save_hf_tokenizer
+
+        save_hf_tokenizer(tokenizer, path, model_max_length=model.config.max_seq_len)
     return path
 
 
