@@ -74,7 +74,7 @@ def _plot(run_dir: Path) -> None:
 
 def _report(trainer, summary: dict, wall: float) -> None:
     """The end of the run, on stdout: the numbers that matter and the last samples."""
-    samples = trainer.samples() if trainer.config.num_samples else []
+    samples = trainer.last_samples or (trainer.samples() if trainer.config.num_samples else [])
     print(f"\n== {trainer.config.model} on {trainer.config.corpus}: {summary['step']:,} steps, "
           f"{summary['tokens']:,} tokens, {summary['elapsed_s']:.0f} s of training, {wall:.0f} s in all")
     if "val_bpb" in summary:

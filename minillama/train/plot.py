@@ -74,7 +74,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         figure = Figure(figsize=(7, 4), layout="constrained")
         ax = figure.add_subplot()
         draw(ax)
-        ax.set_title(f"{run_dir.name}: {title}", fontsize=10)
+        ax.set_title(f"{run_dir.name}\n{title}", fontsize=10)
         path = out_dir / f"{name}.png"
         figure.savefig(path, dpi=110)
         written.append(path)

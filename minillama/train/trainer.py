@@ -160,6 +160,7 @@ class Trainer:
         self.elapsed = 0.0  # training wall time over all sessions of this run (s)
         self.best_val_loss = math.inf
         self.last_eval: dict[str, float] = {}
+        self.last_samples: list[str] = []
         self.tokens_per_step = config.batch_size * config.seq_len * config.grad_accum_steps * world_size
         self.flops_per_token = self.model_config.flops_per_token(config.seq_len)
         self.peak_flops = peak_flops(self.device)
@@ -198,8 +199,9 @@ class Trainer:
     # --- evaluation and samples -------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation loss (nats per token) and bits per byte on the deterministic sweep of the validation split.
+    def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
+        """Validation loss (nats per token) and bits per byte on the deterministic sweep of the validation split
+        (its first ``max_batches`` batches; default ``eval_batches``, 0 = all).
 
         ``bpb = sum of losses (nats) / bytes of the predicted tokens / ln 2``: independent of the tokenizer, so a
         byte-level and a BPE model, or two vocabulary sizes, compare on the same scale.
@@ -208,7 +210,8 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum (nats), tokens, bytes
         for inputs, targets in eval_batches(self.data.val, self.config.batch_size, self.config.seq_len,
                                             rank=self.rank, world_size=self.world_size,
-                                            max_batches=self.config.eval_batches, device=self.device):
+                                            max_batches=self.config.eval_batches if max_batches is None
+                                            else max_batches, device=self.device):
             with self.autocast():
                 logits = self.train_model(inputs)  # (B, T, vocab)
             B, T, V = logits.shape  # batch, time, vocab
@@ -239,11 +242,12 @@ class Trainer:
         return texts
 
     def _evaluate_and_sample(self) -> None:
-        self.last_eval = self.evaluate()
+        final = self.step == self.config.max_steps  # the headline number always sweeps all of validation
+        self.last_eval = self.evaluate(max_batches=0 if final else None)
         self.best_val_loss = min(self.best_val_loss, self.last_eval["val_loss"])
         self.metrics.log("eval", self.step, **self.last_eval, elapsed_s=self.elapsed)
         if self.is_main and self.config.num_samples:
-            texts = self.samples()
+            self.last_samples = texts = self.samples()
             with open(self.run_dir / "samples.txt", "a") as f:
                 for i, text in enumerate(texts):
                     f.write(f"=== step {self.step}, sample {i + 1} (val bpb {self.last_eval['val_bpb']:.3f})\n"
