@@ -54,5 +54,7 @@ def test_clear_errors(tmp_path, capsys, monkeypatch):
     assert "neither a known corpus" in capsys.readouterr().err
     assert main(["train", "--model", "no-such-model"]) == 2
     assert "unknown model preset" in capsys.readouterr().err
+    assert main(["train", "--parallel", "fsdp"]) == 2
+    assert "torchrun" in capsys.readouterr().err
     assert main(["plot", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err

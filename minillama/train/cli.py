@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from minillama.train.config import add_config_arguments, config_from_args
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, make_trainer: Callable | None = None) -> int:
+    """The command. ``make_trainer(config)`` builds the trainer (default: one process, :class:`Trainer`); chapter 9's
+    launcher passes one that joins a torchrun job and wires DDP or FSDP."""
     from minillama.train.checkpointing import resolve_checkpoint
     from minillama.train.guard import TrainingDiverged
 
@@ -44,10 +47,16 @@ def run(args: argparse.Namespace) -> int:
         print(config.to_toml(), end="")
         return 0
 
-    from minillama.train.trainer import Trainer
+    if config.parallel != "none" and make_trainer is None:
+        print(f"minillama train: --parallel {config.parallel} runs one process per device under torchrun: "
+              f"torchrun --nproc_per_node N -m minillama.parallel train --parallel {config.parallel} ...",
+              file=sys.stderr)
+        return 2
+    if make_trainer is None:
+        from minillama.train.trainer import Trainer as make_trainer
 
     try:
-        trainer = Trainer(config)
+        trainer = make_trainer(config)
     except (ValueError, FileNotFoundError) as error:
         print(f"minillama train: {error}", file=sys.stderr)
         return 2
@@ -61,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         print(f"minillama train: {error}", file=sys.stderr)
         return 1
-    _plot(trainer.run_dir)
-    _report(trainer, summary, time.perf_counter() - started)
+    if trainer.is_main:  # under torchrun every rank gets here; one reports
+        _plot(trainer.run_dir)
+        _report(trainer, summary, time.perf_counter() - started)
     return 0
 
 

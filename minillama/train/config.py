@@ -26,6 +26,7 @@ else:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
 SCHEDULES = ("cosine", "wsd", "constant")
+PARALLEL = ("none", "ddp", "fsdp")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -83,6 +84,8 @@ class TrainConfig:
     device: str = _hardware("auto", "cpu, cuda, cuda:N, mps, or auto (CUDA > MPS > CPU)")
     dtype: str = _hardware("auto", f"{', '.join(DTYPES)}; auto = bfloat16 autocast on CUDA (float16 with loss "
                            "scaling where bf16 is unsupported), float32 elsewhere")
+    parallel: str = _hardware("none", f"data parallelism over the processes of a torchrun job (chapter 9): "
+                              f"{', '.join(PARALLEL)}")
     compile: bool = _hardware(False, "torch.compile each transformer block")
     activation_checkpointing: bool = _hardware(False, "recompute each block's activations in the backward pass")
     threads: int = _hardware(1, "CPU threads for PyTorch's kernels; 0 = PyTorch's default (one per core). One is "
@@ -141,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be strictly between 0 and 1, got {self.val_fraction}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

@@ -75,6 +75,12 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def default_run_dir(config: TrainConfig) -> str:
+    """``runs/<model>-<corpus>-<date>-<time>`` (a local corpus is named by its file or folder name)."""
+    corpus = Path(config.corpus).stem if Path(config.corpus).exists() else config.corpus
+    return str(Path("runs") / f"{config.model}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (all devices)."""
     random.seed(seed)
@@ -108,19 +114,18 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, rank: int = 0, world_size: int = 1,
                  wrap_model: Callable[[torch.nn.Module, TrainConfig], torch.nn.Module] | None = None,
                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 checkpointer: Checkpointer | None = None, data: TokenizedCorpus | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 checkpointer: Checkpointer | None = None, sharded: bool = False, meta_init: bool = False,
+                 data: TokenizedCorpus | None = None, log: Callable[[str], None] | None = None) -> None:
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
+        self.sharded = sharded  # every rank saves and loads its own part of each checkpoint (FSDP)
         self.all_reduce = all_reduce or (lambda tensor: tensor)
         self._print = log or (lambda text: print(text, file=sys.stderr, flush=True))
         resume_from = resolve_checkpoint(config.resume) if config.resume else None
         if resume_from is not None and not config.run_dir:
             config = config.replace(run_dir=str(resume_from.parent.parent))
         if not config.run_dir:
-            corpus = Path(config.corpus).stem if Path(config.corpus).exists() else config.corpus
-            name = f"{config.model}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}"
-            config = config.replace(run_dir=str(Path("runs") / name))
+            config = config.replace(run_dir=default_run_dir(config))
         self.config = config
         self.run_dir = Path(config.run_dir)
 
@@ -146,9 +151,17 @@ class Trainer:
                                   world_size=world_size, device=self.device)
         self.token_bytes = torch.from_numpy(self.data.token_bytes()).to(self.device)
 
-        # 3. model (seeded init), wrapped from outside, and its optimizer
-        self.model = Llama(self.model_config).to(self.device)
+        # 3. model (seeded init), wrapped from outside, and its optimizer. With ``meta_init`` the model is built
+        # on the meta device (no memory), wrapped (FSDP shards it), and only then materialized, shard by shard.
+        if meta_init:
+            with torch.device("meta"):
+                self.model = Llama(self.model_config)
+        else:
+            self.model = Llama(self.model_config).to(self.device)
         self.train_model = (wrap_model or wrap_single_device)(self.model, config)
+        if meta_init:
+            self.model.to_empty(device=self.device)
+            self.model.init_weights()
         self.optimizer = build_optimizer(self.model, config, self.device)
 
         # 4. bookkeeping
@@ -246,8 +259,10 @@ class Trainer:
         self.last_eval = self.evaluate(max_batches=0 if final else None)
         self.best_val_loss = min(self.best_val_loss, self.last_eval["val_loss"])
         self.metrics.log("eval", self.step, **self.last_eval, elapsed_s=self.elapsed)
-        if self.is_main and self.config.num_samples:
+        if self.config.num_samples:
+            # Every rank samples (under FSDP each forward needs all of them); the generator is seeded identically.
             self.last_samples = texts = self.samples()
+        if self.is_main and self.config.num_samples:
             with open(self.run_dir / "samples.txt", "a") as f:
                 for i, text in enumerate(texts):
                     f.write(f"=== step {self.step}, sample {i + 1} (val bpb {self.last_eval['val_bpb']:.3f})\n"
@@ -273,7 +288,8 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path | None:
-        if not self.is_main:
+        """Save a checkpoint of the current step (rank 0 only, or every rank for a sharded checkpointer)."""
+        if not (self.is_main or self.sharded):
             return None
         path = self.checkpointer.save(self.step, self.model, self.optimizer, self.train_state(),
                                       tokenizer_file=self.data.tokenizer_path,
@@ -371,13 +387,17 @@ class Trainer:
         bar.update(1)
         if self.step % self.config.log_interval == 0 or self.step in (1, self.config.max_steps):
             rate = throughput.rate()  # all ranks together
-            record = {"loss": result.loss, "lr": lr, "grad_norm": result.grad_norm, "tokens": self.tokens_seen,
+            loss = result.loss
+            if self.world_size > 1:  # the mean over ranks (every rank logs at the same steps)
+                loss = float(self.all_reduce(torch.tensor([loss], dtype=torch.float64, device=self.device))[0])
+                loss /= self.world_size
+            record = {"loss": loss, "lr": lr, "grad_norm": result.grad_norm, "tokens": self.tokens_seen,
                       "tokens_per_s": rate, "elapsed_s": self.elapsed}
             utilization = mfu(rate / self.world_size, self.flops_per_token, self.peak_flops)
             if utilization is not None:
                 record["mfu"] = utilization
             self.metrics.log("train", self.step, **record)
-            postfix = {"loss": f"{result.loss:.3f}", "tok/s": f"{rate:,.0f}"}
+            postfix = {"loss": f"{loss:.3f}", "tok/s": f"{rate:,.0f}"}
             if utilization is not None:
                 postfix["mfu"] = f"{100 * utilization:.1f}%"
             bar.set_postfix(postfix, refresh=False)
