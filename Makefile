@@ -10,11 +10,12 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: help install test test-fast test-notebooks book exercises lint bench clean
+.PHONY: help install test test-fast test-notebooks book train exercises lint bench clean
 
 help:
 	@echo "make test       install into $(VENV) and run the full suite (package tests + every notebook under nbval)"
 	@echo "make book       install and build the HTML book into _build/html (warnings are errors)"
+	@echo "make train      train the tiny model on tinyshakespeare (a few minutes on a laptop CPU), print bits per byte"
 	@echo "make test-fast  the package tests only"
 	@echo "make exercises  build student and autograder versions of the exercises into exercises/_dist/"
 	@echo "make lint       ruff"
@@ -40,6 +41,9 @@ test-notebooks: install
 
 book: install
 	$(VENV)/bin/jupyter-book build . -W --builder html
+
+train: install
+	$(VENV)/bin/minillama train
 
 exercises: install
 	$(PY) exercises/build.py
