@@ -108,11 +108,12 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, policy: MixedPrecisionPolicy,
 def apply_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
     """Wrap ``model`` in DDP: rank 0's weights are broadcast to every rank, gradients are all-reduced (averaged).
 
-    ``broadcast_buffers=False``: the model has no buffers that training changes, and a broadcast at every forward
-    would also make evaluation a collective (every rank would have to run the same number of forwards).
+    ``Llama`` has no buffers (RoPE's angles are computed in the forward), so DDP's forward itself communicates
+    nothing: evaluation, under ``no_grad``, may run a different number of batches on each rank.
+    ``gradient_as_bucket_view``: the ``.grad`` tensors are views into DDP's communication buckets, saving a copy.
     """
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False, gradient_as_bucket_view=True)
+                                   gradient_as_bucket_view=True)
 
 
 def parallelize(model: nn.Module, parallel_config: ParallelConfig, mesh: DeviceMesh | None = None) -> nn.Module:

@@ -1,0 +1,64 @@
+"""``minillama train`` with ``--parallel ddp|fsdp``: the chapter-7 command, launched once per GPU by ``torchrun``.
+
+    torchrun --standalone --nproc_per_node 8 -m minillama train --config configs/llama3.1-8b-8xh100.toml
+    torchrun --standalone --nproc_per_node 2 -m minillama train --parallel fsdp --device cpu --model nano
+    minillama train --resume runs/llama3.1-8b-...     # a sharded run continues in one process too
+
+The options are exactly ``minillama train`` 's (``--parallel`` is a ``TrainConfig`` field); this module only
+builds the trainer differently: it joins the process group (:mod:`minillama.parallel.distributed`), hands the
+trainer :func:`~minillama.parallel.training.distributed_trainer` 's seams, and leaves the group at the end. Without
+torchrun and with ``--parallel none`` it is the plain single-device command. ``scripts/`` has the multi-node launch
+(SLURM) and the one-node launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from minillama.train import cli as train_cli
+from minillama.train.config import TrainConfig, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    train_cli.add_arguments(parser)
+
+
+def make_trainer(config: TrainConfig):
+    """The trainer for this process: plain, or one rank of a DDP/FSDP job."""
+    from minillama.parallel.checkpoint import is_sharded_checkpoint
+    from minillama.parallel.distributed import init_distributed, launched_by_torchrun
+    from minillama.train.checkpointing import resolve_checkpoint
+    from minillama.train.trainer import Trainer
+
+    needs_group = config.parallel != "none" or launched_by_torchrun()
+    resuming_sharded = bool(config.resume) and is_sharded_checkpoint(resolve_checkpoint(config.resume))
+    if not needs_group and not resuming_sharded:
+        return Trainer(config)
+    from minillama.parallel.training import distributed_trainer
+
+    ctx = init_distributed(config.device, group_of_one=config.parallel != "none")
+    return distributed_trainer(config, ctx)
+
+
+def prepare(args: argparse.Namespace) -> int:
+    """Tokenize the corpus of the config that ``args`` describe (one process, before a launch)."""
+    from minillama.parallel.training import prepare_data
+
+    try:
+        data = prepare_data(config_from_args(args, args.config))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"minillama prepare: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(data.train):,} train and {len(data.val):,} validation tokens of {data.source.key}, tokenizer "
+          f"{data.tokenizer_path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from minillama.parallel.distributed import destroy_distributed
+
+    try:
+        return train_cli.run(args, make_trainer=make_trainer)
+    finally:
+        destroy_distributed()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# DDP or FSDP on a laptop: 2 CPU processes (gloo) train `nano` on tinyshakespeare, as chapter 9 does. Seconds.
+#
+#   scripts/train_cpu_2proc.sh                 # FSDP
+#   scripts/train_cpu_2proc.sh --parallel ddp  # DDP
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+torchrun --standalone --nproc_per_node 2 -m minillama.parallel train --config configs/nano.toml \
+    --parallel fsdp --device cpu --batch-size 4 --max-steps 50 --eval-interval 50 --no-progress "$@"
