@@ -44,18 +44,18 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, o
         Trainer(nano_config({str(run)!r}, {str(corpus)!r}, max_steps=10, resume={str(run)!r})).fit()
     """)
     env = {**os.environ, PAUSE_BEFORE_RENAME_ENV: "60"}
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
-    try:
-        while not list((run / "checkpoints").glob(".tmp-step_10-*/meta.json")):
-            assert process.poll() is None, f"the training process ended early: {process.stderr.read()}"
-            assert time.monotonic() < deadline, "the save never started"
-            time.sleep(0.1)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        process.kill()
+    with subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as process:
+        try:
+            while not list((run / "checkpoints").glob(".tmp-step_10-*/meta.json")):
+                assert process.poll() is None, f"the training process ended early: {process.stderr.read()}"
+                assert time.monotonic() < deadline, "the save never started"
+                time.sleep(0.1)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        finally:
+            process.kill()
     assert process.returncode == -signal.SIGKILL
 
     checkpointer = Checkpointer(run / "checkpoints")

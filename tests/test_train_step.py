@@ -105,3 +105,33 @@ def test_trainer_skips_bad_steps_then_aborts_naming_the_last_good_checkpoint(tmp
         trainer.fit()
     records = read_metrics(run)
     assert [r["step"] for r in records if r["kind"] == "skip"] == [4, 5, 6, 7]
+
+
+def test_float16_overflows_lower_the_loss_scale_without_tripping_the_guard(tmp_path, monkeypatch, one_thread):  # noqa: F811
+    """An fp16 overflow is the GradScaler's business (skip, halve the scale), not a divergence."""
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path / "cache"))
+    corpus = small_corpus(tmp_path)
+    trainer = Trainer(nano_config(tmp_path / "run", corpus, max_steps=16, dtype="float16", max_bad_steps=2),
+                      log=lambda text: None)
+    trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**28)  # far too large: the first steps overflow
+    trainer.fit()
+    records = read_metrics(tmp_path / "run")
+    overflows = [r["step"] for r in records if r["kind"] == "overflow"]
+    assert overflows[:3] == [1, 2, 3]  # more in a row than max_bad_steps
+    assert trainer.grad_scaler.get_scale() < 2.0**28
+    assert trainer.guard.total_skipped == 0 and math.isfinite(trainer.last_eval["val_loss"])
+
+
+def test_activation_checkpointing_changes_memory_not_results():
+    from minillama.train.wrapping import apply_activation_checkpointing, compile_blocks
+
+    model, inputs, targets = _setup(3)
+    names = list(model.state_dict())
+    cross_entropy_loss(model(inputs), targets).backward()
+    expected = _grads(model)
+    model.zero_grad()
+    apply_activation_checkpointing(model)
+    cross_entropy_loss(model(inputs), targets).backward()
+    for name, grad in _grads(model).items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert list(compile_blocks(model).state_dict()) == names  # wrapping in place keeps checkpoint names

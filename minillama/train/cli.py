@@ -63,6 +63,10 @@ def run(args: argparse.Namespace, make_trainer: Callable | None = None) -> int:
     try:
         summary = trainer.fit()
     except KeyboardInterrupt:
+        if trainer.world_size > 1:  # the other ranks stop at other points: a collective save would wait forever
+            print(f"\ninterrupted at step {trainer.step}; continue from the last checkpoint with: "
+                  f"--resume {trainer.run_dir}", file=sys.stderr)
+            return 130
         path = trainer.save_checkpoint()
         print(f"\ninterrupted at step {trainer.step}; saved {path}. Continue with: "
               f"minillama train --resume {trainer.run_dir}", file=sys.stderr)

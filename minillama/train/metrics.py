@@ -97,39 +97,30 @@ class Throughput:
 class MetricsLogger:
     """Appends one JSON object per line to ``path`` (``metrics.jsonl``); a disabled logger (ranks > 0) does nothing.
 
-    Each record has a ``kind`` (``"train"``, ``"eval"``, ``"skip"``, ``"summary"``) and a ``step``. JSONL survives a
-    crash (every line is flushed) and is read back with :func:`read_metrics` or ``pandas.read_json(lines=True)``.
+    Each record has a ``kind`` (``"train"``, ``"eval"``, ``"skip"``, ``"overflow"``, ``"summary"``) and a ``step``.
+    The file is opened for each record, so every line is on disk before training goes on and nothing is left open
+    when a run dies; read it back with :func:`read_metrics` or ``pandas.read_json(path, lines=True)``.
     """
 
     def __init__(self, path: str | Path, enabled: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
-        self._file = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", buffering=1)
 
     def log(self, kind: str, step: int, **values: Any) -> None:
-        if self._file is None:
-            return
-        record = {"kind": kind, "step": step, **values}
-        self._file.write(json.dumps(record) + "\n")
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a run resumed from ``step`` will write them again)."""
-        if self._file is None:
+        if not self.enabled or not self.path.exists():
             return
-        self._file.close()
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         tmp.replace(self.path)
-        self._file = open(self.path, "a", buffering=1)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

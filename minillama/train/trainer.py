@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from minillama.config import ModelConfig, get_preset
-from minillama.data.loader import TrainLoader, eval_batches
+from minillama.data.loader import TrainLoader, eval_batches, eval_windows
 from minillama.data.tokenized import EOT, TokenizedCorpus, prepare_corpus
 from minillama.model import Llama
 from minillama.train.checkpointing import Checkpointer, resolve_checkpoint, rng_state, set_rng_state
@@ -221,23 +221,38 @@ class Trainer:
         """
         self.train_model.eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum (nats), tokens, bytes
-        for inputs, targets in eval_batches(self.data.val, self.config.batch_size, self.config.seq_len,
-                                            rank=self.rank, world_size=self.world_size,
-                                            max_batches=self.config.eval_batches if max_batches is None
-                                            else max_batches, device=self.device):
+        max_batches = self.config.eval_batches if max_batches is None else max_batches
+        batches = eval_batches(self.data.val, self.config.batch_size, self.config.seq_len, rank=self.rank,
+                               world_size=self.world_size, max_batches=max_batches, device=self.device)
+        for inputs, targets in batches:
             with self.autocast():
                 logits = self.train_model(inputs)  # (B, T, vocab)
             B, T, V = logits.shape  # batch, time, vocab
             loss = F.cross_entropy(logits.float().view(B * T, V), targets.reshape(B * T), reduction="sum")
             totals += torch.stack([loss.double(), torch.tensor(B * T, dtype=torch.float64, device=self.device),
                                    self.token_bytes[targets].sum().double()])
+        if self.sharded:  # every forward is a collective: a rank with fewer windows runs (and discards) extra ones
+            for _ in range(self._eval_batch_count(max_batches, 0) - self._eval_batch_count(max_batches, self.rank)):
+                with self.autocast():
+                    self.train_model(torch.zeros(1, self.config.seq_len, dtype=torch.long, device=self.device))
         self.train_model.train()
         loss_sum, tokens, n_bytes = self.all_reduce(totals).tolist()
         return {"val_loss": loss_sum / tokens, "val_bpb": loss_sum / n_bytes / math.log(2), "val_tokens": int(tokens)}
 
+    def _eval_batch_count(self, max_batches: int, rank: int) -> int:
+        """Evaluation batches of ``rank``; rank 0 has the most (windows are dealt out round-robin)."""
+        windows = len(eval_windows(len(self.data.val), self.config.seq_len, rank, self.world_size))
+        count = -(-windows // self.config.batch_size)
+        return min(count, max_batches) if max_batches else count
+
     def samples(self) -> list[str]:
         """``num_samples`` continuations of ``sample_prompt``, from a generator seeded by (seed, step), so the
-        samples are reproducible and the training run's own random state is untouched."""
+        samples are reproducible and the training run's own random state is untouched.
+
+        A sharded model runs every ``sample_tokens`` step on every rank (no early stop at the end-of-text token:
+        ranks that sampled differently would otherwise stop at different steps); the text is cut at the first one.
+        Generation runs under the training autocast, the dtype FSDP gathers the weights in.
+        """
         from minillama.generate import generate
 
         config, tokenizer = self.config, self.data.tokenizer
@@ -248,9 +263,12 @@ class Trainer:
         self.model.eval()
         texts = []
         for _ in range(config.num_samples):
-            ids = generate(self.model, prompt, max_new, temperature=config.temperature, top_k=config.top_k or None,
-                           stop_tokens=stops, generator=generator)[0].tolist()
-            texts.append(tokenizer.decode([i for i in ids if i not in stops]))
+            with self.autocast():
+                ids = generate(self.model, prompt, max_new, temperature=config.temperature,
+                               top_k=config.top_k or None, stop_tokens=[] if self.sharded else stops,
+                               generator=generator)[0].tolist()
+            end = next((k for k, i in enumerate(ids) if i in stops), len(ids))
+            texts.append(tokenizer.decode(ids[:end]))
         self.model.train()
         return texts
 
@@ -285,6 +303,7 @@ class Trainer:
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "rng": rng_state(),
             "config": self.config.to_toml(),
+            "world_size": self.world_size,
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -301,7 +320,7 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint: weights, optimizer, data position, schedule, guard, scaler and RNG states."""
         state = self.checkpointer.load(path, self.model, self.optimizer)
-        self._check_compatible(state["config"], path)
+        self._check_compatible(state["config"], path, saved_world_size=int(state.get("world_size", 1)))
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
         self.loader.load_state_dict(state["loader"])
@@ -314,15 +333,21 @@ class Trainer:
         self.metrics.truncate_after(self.step)
         self.log(f"resumed from {path} at step {self.step}")
 
-    def _check_compatible(self, saved_toml: str, path: Path) -> None:
-        """Refuse to resume into another corpus or tokenizer; warn when the data order will differ."""
+    def _check_compatible(self, saved_toml: str, path: Path, saved_world_size: int = 1) -> None:
+        """Refuse to resume into another corpus or tokenizer; warn when the data order will differ.
+
+        A sharded checkpoint may resume on another number of processes: what fixes the data order is the global
+        batch, ``batch_size x world_size`` windows, not ``batch_size`` alone.
+        """
         saved = TrainConfig.from_toml_text(saved_toml, source=f"the config saved in {path}")
         for name in ("model", "corpus", "tokenizer"):
             if getattr(saved, name) != getattr(self.config, name):
                 raise ValueError(f"cannot resume {path}: it was trained with {name}={getattr(saved, name)!r}, "
                                  f"this run asks for {getattr(self.config, name)!r}")
-        changed = [name for name in ("seed", "seq_len", "batch_size", "grad_accum_steps", "val_fraction")
+        changed = [name for name in ("seed", "seq_len", "grad_accum_steps", "val_fraction")
                    if getattr(saved, name) != getattr(self.config, name)]
+        if saved.batch_size * saved_world_size != self.config.batch_size * self.world_size:
+            changed.append("batch_size" if saved_world_size == self.world_size else "batch_size x world_size")
         if changed:
             self.log(f"warning: {', '.join(changed)} changed since {path}: the run continues, but not as the "
                      f"uninterrupted run would have")
@@ -367,7 +392,6 @@ class Trainer:
         summary = {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed, **self.last_eval,
                    "best_val_loss": self.best_val_loss, "skipped_steps": self.guard.total_skipped}
         self.metrics.log("summary", **summary)
-        self.metrics.close()
         return summary
 
     def _accept(self, loss: float, grad_norm: float) -> bool:
