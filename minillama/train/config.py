@@ -33,8 +33,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 def _field(group: str):
     """A field factory for one group: ``default`` plus a one-line ``help`` (CLI help and TOML comment)."""
 
-    def make(default: Any, help: str) -> Any:
-        return field(default=default, metadata={"help": help, "group": group})
+    def make(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+        return field(default=default, metadata={"help": help, "group": group, "choices": choices})
 
     return make
 
@@ -71,7 +71,7 @@ class TrainConfig:
     min_lr_ratio: float = _optim(0.1, "final learning rate as a fraction of lr")
     warmup_steps: int = _optim(40, "linear warmup steps from 0 to lr")
     schedule: str = _optim("cosine", f"learning-rate schedule after warmup: {', '.join(SCHEDULES)} "
-                           "(wsd = warmup-stable-decay)")
+                           "(wsd = warmup-stable-decay)", choices=SCHEDULES)
     decay_fraction: float = _optim(0.2, "wsd only: share of max_steps spent in the final decay")
     weight_decay: float = _optim(0.1, "AdamW decoupled weight decay on matrices (not on norms)")
     beta1: float = _optim(0.9, "AdamW beta1")
@@ -83,9 +83,9 @@ class TrainConfig:
     # --- hardware
     device: str = _hardware("auto", "cpu, cuda, cuda:N, mps, or auto (CUDA > MPS > CPU)")
     dtype: str = _hardware("auto", f"{', '.join(DTYPES)}; auto = bfloat16 autocast on CUDA (float16 with loss "
-                           "scaling where bf16 is unsupported), float32 elsewhere")
+                           "scaling where bf16 is unsupported), float32 elsewhere", choices=DTYPES)
     parallel: str = _hardware("none", f"data parallelism over the processes of a torchrun job (chapter 9): "
-                              f"{', '.join(PARALLEL)}")
+                              f"{', '.join(PARALLEL)}", choices=PARALLEL)
     compile: bool = _hardware(False, "torch.compile each transformer block")
     activation_checkpointing: bool = _hardware(False, "recompute each block's activations in the backward pass")
     threads: int = _hardware(1, "CPU threads for PyTorch's kernels; 0 = PyTorch's default (one per core). One is "
@@ -226,8 +226,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=help_text)
         else:
+            choices = f.metadata["choices"]
             group.add_argument(flag, dest=f.name, type=hints[f.name], default=argparse.SUPPRESS, help=help_text,
-                               metavar=f.name.upper())
+                               choices=choices, metavar="{" + ",".join(choices) + "}" if choices else f.name.upper())
 
 
 def config_from_args(args: argparse.Namespace, config_file: str | Path | None = None) -> TrainConfig:
