@@ -122,6 +122,7 @@ def test_float16_overflows_lower_the_loss_scale_without_tripping_the_guard(tmp_p
     assert trainer.guard.total_skipped == 0 and math.isfinite(trainer.last_eval["val_loss"])
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports (torch.jit.script_method)
 def test_activation_checkpointing_changes_memory_not_results():
     from minillama.train.wrapping import apply_activation_checkpointing, compile_blocks
 
