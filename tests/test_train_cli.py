@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 from _train_helpers import small_corpus
 
 from minillama.cli import main
+from minillama.train import cli as train_cli
 from minillama.train.config import TrainConfig
 from minillama.train.metrics import read_metrics
 
@@ -54,7 +56,10 @@ def test_clear_errors(tmp_path, capsys, monkeypatch):
     assert "neither a known corpus" in capsys.readouterr().err
     assert main(["train", "--model", "no-such-model"]) == 2
     assert "unknown model preset" in capsys.readouterr().err
-    assert main(["train", "--parallel", "fsdp"]) == 2
+    # The single-process command itself (without chapter 9's launcher) points --parallel at torchrun.
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    assert train_cli.run(parser.parse_args(["--parallel", "fsdp"])) == 2
     assert "torchrun" in capsys.readouterr().err
     assert main(["plot", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
