@@ -15,7 +15,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("minillama.info", "show package versions, the devices found (CUDA/MPS/CPU) and threads"),
     "generate": ("minillama.generate", "sample text from a checkpoint (ours, Meta's or Hugging Face's)"),
-    "train": ("minillama.train.cli", "train a model (defaults: the tiny preset on tinyshakespeare)"),
+    "train": ("minillama.parallel.cli", "train a model (defaults: the tiny preset on tinyshakespeare; "
+              "--parallel ddp|fsdp under torchrun)"),
     "plot": ("minillama.train.plot", "plot loss, learning rate and throughput of a run folder"),
     "plan": ("minillama.plan", "memory per GPU, step time and feasibility of a training run (DDP/FSDP, no GPU needed)"),
 }
