@@ -51,7 +51,7 @@ from minillama.checkpoint import save_checkpoint
 from minillama.config import ModelConfig
 from minillama.model import Llama
 from minillama.parallel.distributed import barrier, gather_objects, get_rank, get_world_size
-from minillama.train.checkpointing import STEP_PREFIX, Checkpointer, fsync_dir
+from minillama.train.checkpointing import STEP_PREFIX, Checkpointer, fsync_dir, publish
 
 METADATA_FILE = ".metadata"  # written by DCP; its presence is what makes a folder a sharded checkpoint
 
@@ -113,14 +113,7 @@ class ShardedCheckpointer(Checkpointer):
         barrier()  # every rank's shards and rank 0's files are on disk
 
         if rank == 0:
-            if final.exists():  # re-saving a step (a resumed run): move the old one out of the way first
-                old = self.directory / f".old-{final.name}-sharded"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, final)
-            fsync_dir(self.directory)
+            publish(tmp, final)
             self._prune()
         barrier()  # nobody continues before the checkpoint is published
         return final

@@ -51,6 +51,22 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def publish(tmp: Path, final: Path) -> None:
+    """Move a fully written checkpoint folder ``tmp`` to ``final`` with renames only, then fsync the parent.
+
+    Re-saving a step (a resumed run) moves the old folder aside first, so at every instant ``final`` is either the
+    old complete checkpoint or the new complete one, never a mixture.
+    """
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
 def _torch_save_synced(obj: Any, path: Path) -> None:
     with open(path, "wb") as f:
         torch.save(obj, f)
@@ -150,14 +166,7 @@ class Checkpointer:
         pause = float(os.environ.get(PAUSE_BEFORE_RENAME_ENV, "0") or 0)
         if pause > 0:
             time.sleep(pause)
-        if final.exists():  # re-saving a step (a resumed run): move the old one out of the way first
-            old = self.directory / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        fsync_dir(self.directory)
+        publish(tmp, final)
         self._prune()
         return final
 
