@@ -20,10 +20,9 @@ import torch
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """``x / sqrt(mean(x^2) + eps) * weight`` over the last dimension, in fp32 (fp64 for fp64 inputs), rounded to
-    ``x``'s dtype before the weight multiplies it (as Meta's ``RMSNorm`` and :class:`minillama.model.RMSNorm` do)."""
-    x_compute = x.to(_compute_dtype(x))
-    normed = x_compute * torch.rsqrt(x_compute.pow(2).mean(-1, keepdim=True) + eps)
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the last dimension, in fp32, rounded to ``x``'s dtype before the
+    weight multiplies it (as Meta's ``RMSNorm`` and :class:`minillama.model.RMSNorm` do)."""
+    normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
     return normed.type_as(x) * weight
 
 
