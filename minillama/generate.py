@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from minillama.model import Llama
 
@@ -55,12 +56,16 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
 @torch.inference_mode()
 def stream(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, stop_tokens: Sequence[int] = (),
-           generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+           generator: torch.Generator | None = None, use_cache: bool = True, pad_to_multiple: int = 1
+           ) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence, (B,), one step at a time, as soon as it is sampled.
 
     ``prompt`` is a list of ids or a (B, T) tensor of equally long prompts. Stops after ``max_new_tokens`` or when
     every sequence has produced one of ``stop_tokens`` (a finished sequence keeps repeating its stop token).
     Without ``use_cache`` each step recomputes the whole sequence: slower, and the reference the cache must match.
+    ``pad_to_multiple`` (without the cache) pads each step's sequence on the right to a multiple of it, for a model
+    whose ranks split the positions evenly (tensor parallelism's sequence parallelism). The padding changes nothing:
+    attention is causal, so the logits of position ``t`` never see the positions after it.
     """
     device = model.tok_embeddings.weight.device
     tokens = torch.as_tensor(prompt, dtype=torch.long, device=device)
@@ -71,6 +76,9 @@ def stream(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens: i
     if T + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len "
                          f"({model.config.max_seq_len})")
+    if pad_to_multiple < 1 or (pad_to_multiple > 1 and use_cache):
+        raise ValueError(f"pad_to_multiple must be >= 1, and 1 with the KV cache; got {pad_to_multiple} "
+                         f"(use_cache={use_cache})")
     cache = model.make_cache(B, T + max_new_tokens) if use_cache else None
     stop = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -80,6 +88,10 @@ def stream(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens: i
         if cache is not None:
             logits = model(tokens[:, position:], start_pos=position, cache=cache, last_only=True)
             position = tokens.shape[1]
+        elif pad_to_multiple > 1:
+            length = tokens.shape[1]
+            padded = F.pad(tokens, (0, -length % pad_to_multiple))  # (B, t) -> (B, multiple of pad_to_multiple)
+            logits = model(padded)[:, length - 1:length]  # (B, 1, vocab): the last real position
         else:
             logits = model(tokens, last_only=True)
         next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)

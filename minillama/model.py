@@ -81,6 +81,10 @@ class KVCache:
             raise ValueError(f"KV cache holds {self.max_seq_len} positions; positions up to {end} were requested")
         if B > self.batch_size:
             raise ValueError(f"KV cache was made for batch size {self.batch_size}, got {B}")
+        if keys.shape[1] != self.keys.shape[2]:
+            raise ValueError(f"KV cache was made for {self.keys.shape[2]} key/value heads, got {keys.shape[1]}: a "
+                             f"tensor-parallel model holds a slice of the heads; generate without the cache "
+                             f"(use_cache=False)")
         self.keys[layer_id, :B, :, start_pos:end] = keys
         self.values[layer_id, :B, :, start_pos:end] = values
         return self.keys[layer_id, :B, :, :end], self.values[layer_id, :B, :, :end]
@@ -101,10 +105,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None
                 ) -> torch.Tensor:
         B, T, _ = x.shape  # batch, time, dim
-        H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q = self.wq(x).view(B, T, H, D)  # (B, T, H*D) -> (B, T, H, D)
-        k = self.wk(x).view(B, T, H_kv, D)
-        v = self.wv(x).view(B, T, H_kv, D)
+        D = self.head_dim
+        # -1, not n_heads: under tensor parallelism (minillama.parallel) each rank's wq/wk/wv produce only its
+        # n_heads / tp query heads and n_kv_heads / tp key/value heads; the arithmetic per head is the same.
+        q = self.wq(x).view(B, T, -1, D)  # (B, T, H*D) -> (B, T, H, D)
+        k = self.wk(x).view(B, T, -1, D)  # (B, T, H_kv*D) -> (B, T, H_kv, D)
+        v = self.wv(x).view(B, T, -1, D)
+        H, H_kv = q.shape[2], k.shape[2]  # heads held here: all of them on one device
         q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
         if cache is not None:
@@ -207,12 +214,17 @@ class Llama(nn.Module):
                                          dtype=angles_dtype)  # (T, D/2, 2)
         for layer in self.layers:
             h = layer(h, freqs_cis, start_pos, cache)
-        if last_only:
+        # Under sequence parallelism (minillama.parallel's tensor parallelism) ``h`` holds only this rank's slice of
+        # the T positions, and the output head gathers them: the last position is then picked from the logits.
+        sliced = last_only and h.shape[1] == T
+        if sliced:
             h = h[:, -1:]  # (B, T, dim) -> (B, 1, dim)
         h = self.norm(h)
         if self.output is None:
-            return F.linear(h, self.tok_embeddings.weight)  # (B, T, dim) -> (B, T, vocab)
-        return self.output(h)  # (B, T, dim) -> (B, T, vocab)
+            logits = F.linear(h, self.tok_embeddings.weight)  # (B, T, dim) -> (B, T, vocab)
+        else:
+            logits = self.output(h)  # (B, T, dim) -> (B, T, vocab)
+        return logits[:, -1:] if last_only and not sliced else logits
 
     def num_params(self) -> int:
         """Number of parameters (each shared tensor once); equals ``config.num_params()``."""

@@ -131,3 +131,25 @@ def test_cli_with_metas_tokenizer(tmp_path, capsys):
     new = generate(model, ids, 5, temperature=0, stop_tokens=tokenizer.stop_tokens)[0, len(ids):].tolist()
     new = new[: next((i for i, t in enumerate(new) if t in tokenizer.stop_tokens), len(new))]
     assert capsys.readouterr().out == "The capital of France is" + tokenizer.decode(new) + "\n"
+
+
+def test_right_padding_to_a_multiple_changes_nothing(nano):
+    """Tensor parallelism splits positions evenly, so it samples from sequences padded on the right: attention is
+    causal, so the logits of the last real position, and the tokens sampled from them, do not change."""
+    prompt = [1, 2, 3]
+    cached = generate(nano, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    padded = generate(nano, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3),
+                      use_cache=False, pad_to_multiple=4)
+    assert torch.equal(cached, padded)
+    with pytest.raises(ValueError, match="pad_to_multiple"):
+        generate(nano, prompt, 2, pad_to_multiple=4)  # the cache holds positions: no padding there
+    with pytest.raises(ValueError, match="pad_to_multiple"):
+        generate(nano, prompt, 2, use_cache=False, pad_to_multiple=0)
+
+
+def test_cache_refuses_a_slice_of_the_heads(nano):
+    cache = nano.make_cache(1)
+    config = nano.config
+    keys = torch.zeros(1, config.n_kv_heads // 2, 1, config.head_dim)  # what one of 2 tensor-parallel ranks holds
+    with pytest.raises(ValueError, match="use_cache=False"):
+        cache.update(0, 0, keys, keys)

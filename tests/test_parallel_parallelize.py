@@ -70,7 +70,7 @@ def test_none_applies_checkpointing_only_and_keeps_the_function():
 def test_fsdp_without_a_process_group_says_what_to_do():
     if torch.distributed.is_initialized():
         pytest.skip("a process group is already initialized in this process")
-    with pytest.raises(RuntimeError, match="FSDP needs a process group"):
+    with pytest.raises(RuntimeError, match="need a process group"):
         parallelize(Llama(get_preset("nano")), ParallelConfig(data_parallel="fsdp"))
 
 

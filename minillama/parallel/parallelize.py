@@ -1,8 +1,11 @@
 """``parallelize(model, parallel_config)``: every multi-GPU technique applied to a plain ``Llama`` from outside.
 
 The model file is a single-device module that never imports ``torch.distributed``; this function turns it into a
-data-parallel one, in torchtitan's fixed order (Liang et al. 2024):
+parallel one, in torchtitan's fixed order (Liang et al. 2024):
 
+0. **tensor parallelism** (optional, :mod:`~minillama.parallel.tensor_parallel`): first, because it changes what the
+   weights *are* (each rank's slice of every matrix, as ``DTensor`` s on the mesh's ``"tp"`` dimension) and what the
+   blocks compute; everything after sees the split blocks;
 1. **activation checkpointing** per block (Chen et al. 2016): first, because it changes what a block's forward
    *is* (run, keep the input, recompute in the backward); the compiler and FSDP must both see that version;
 2. **torch.compile** per block (Ansel et al. 2024): second, so that each compiled graph is one block's arithmetic,
@@ -13,6 +16,8 @@ data-parallel one, in torchtitan's fixed order (Liang et al. 2024):
      the root (embeddings, final norm, output head), becomes one unit whose weights, gradients and optimizer state
      are split in ``world_size`` shards. A unit's weights are all-gathered just before its forward (and again before
      its backward) and freed after; its gradients are reduce-scattered, so each rank keeps the gradient of its shard.
+     With tensor parallelism FSDP shards over the mesh's ``"dp"`` dimension only: the ranks of one tensor-parallel
+     group hold different slices and must not be averaged together (a 2D mesh: ``dp x tp``).
      Sharding per block bounds the memory of unsharded weights to about one block at a time and lets the all-gather
      of block ``i + 1`` overlap the compute of block ``i``. Parameters stay ``nn.Parameter`` s (as ``DTensor`` s),
      with their names, so checkpoints and the optimizer see the same model.
@@ -37,6 +42,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
+from minillama.parallel.tensor_parallel import apply_tensor_parallel
 from minillama.train.wrapping import apply_activation_checkpointing, compile_blocks
 
 DATA_PARALLEL = ("none", "ddp", "fsdp")
@@ -44,10 +50,13 @@ DATA_PARALLEL = ("none", "ddp", "fsdp")
 
 @dataclass(frozen=True)
 class ParallelConfig:
-    """How to spread one model over the ranks of a job (data parallelism only: no tensor/pipeline/context split)."""
+    """How to spread one model over the ranks of a job: data parallelism, optionally with tensor parallelism (no
+    pipeline or context parallelism)."""
 
     data_parallel: str = "fsdp"
     """``"fsdp"`` (shard weights, gradients and optimizer state), ``"ddp"`` (replicate) or ``"none"``."""
+    tensor_parallel: int = 1
+    """Ranks of each tensor-parallel group (1 = none); needs ``"fsdp"``, which then shards over the other ranks."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (about 1/3 more compute, far less memory)."""
     compile: bool = False
@@ -63,6 +72,11 @@ class ParallelConfig:
     def __post_init__(self) -> None:
         if self.data_parallel not in DATA_PARALLEL:
             raise ValueError(f"data_parallel must be one of {', '.join(DATA_PARALLEL)}, got {self.data_parallel!r}")
+        if self.tensor_parallel < 1:
+            raise ValueError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
+        if self.tensor_parallel > 1 and self.data_parallel != "fsdp":
+            raise ValueError("tensor parallelism composes with FSDP only (a 2D mesh); DDP would all-reduce the "
+                             "different slices of each weight as if they were copies")
 
     @classmethod
     def from_train_config(cls, config, amp_dtype: torch.dtype | None) -> ParallelConfig:
@@ -72,21 +86,37 @@ class ParallelConfig:
         if config.parallel == "fsdp" and amp_dtype == torch.float16:
             raise ValueError("FSDP with float16 needs a sharded loss scaler that minillama does not have; use "
                              "--dtype bfloat16 (Ampere GPUs and later) or --parallel ddp")
-        return cls(data_parallel=config.parallel, activation_checkpointing=config.activation_checkpointing,
+        return cls(data_parallel=config.parallel, tensor_parallel=config.tensor_parallel,
+                   activation_checkpointing=config.activation_checkpointing,
                    compile=config.compile, param_dtype=amp_dtype if config.parallel == "fsdp" else None)
 
 
 def data_parallel_mesh() -> DeviceMesh:
-    """A one-dimensional mesh over every rank of the job: the group that FSDP shards over.
+    """A one-dimensional mesh over every rank of the job: the group that FSDP shards over."""
+    return parallel_mesh(1)
 
-    Its device type follows the process group's backend (NCCL: ``cuda``, gloo: ``cpu``), not the model's device,
+
+def parallel_mesh(tensor_parallel: int = 1) -> DeviceMesh:
+    """The job's ranks as a ``(dp, tp)`` grid (a 1D ``("dp",)`` mesh when ``tensor_parallel`` is 1).
+
+    Rank ``r`` is data-parallel rank ``r // tp`` and tensor-parallel rank ``r % tp``: a tensor-parallel group is
+    ``tp`` consecutive ranks, which torchrun puts on one node, so that its heavy traffic stays on NVLink.
+    The device type follows the process group's backend (NCCL: ``cuda``, gloo: ``cpu``), not the model's device,
     so that a model on the meta device is sharded for the devices it will be materialized on.
     """
     if not dist.is_initialized():
-        raise RuntimeError("FSDP needs a process group: call minillama.parallel.init_distributed() first (under "
-                           "torchrun; a single process can join a group of one)")
+        raise RuntimeError("FSDP and tensor parallelism need a process group: call "
+                           "minillama.parallel.init_distributed() first (under torchrun; a single process can join "
+                           "a group of one)")
     device_type = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    return init_device_mesh(device_type, (dist.get_world_size(),), mesh_dim_names=("dp",))
+    world_size = dist.get_world_size()
+    if tensor_parallel == 1:
+        return init_device_mesh(device_type, (world_size,), mesh_dim_names=("dp",))
+    if world_size % tensor_parallel:
+        raise ValueError(f"{world_size} processes cannot form tensor-parallel groups of {tensor_parallel}: launch a "
+                         f"multiple of {tensor_parallel} processes")
+    return init_device_mesh(device_type, (world_size // tensor_parallel, tensor_parallel),
+                            mesh_dim_names=("dp", "tp"))
 
 
 def apply_fsdp(model: nn.Module, mesh: DeviceMesh, policy: MixedPrecisionPolicy, reshard_after_forward: bool = True
@@ -123,8 +153,15 @@ def parallelize(model: nn.Module, parallel_config: ParallelConfig, mesh: DeviceM
     (``wrapper.module is model``); ``"none"`` returns ``model``. Call it after the process group is initialized
     (:func:`~minillama.parallel.distributed.init_distributed`) and before building the optimizer, which must see
     the sharded parameters. ``model`` may live on the meta device (FSDP then shards shapes only; materialize with
-    ``model.to_empty(device=...)`` and ``model.init_weights()``).
+    ``model.to_empty(device=...)`` and ``model.init_weights()``). ``mesh`` defaults to :func:`parallel_mesh`.
     """
+    if parallel_config.tensor_parallel > 1 or parallel_config.data_parallel == "fsdp":
+        mesh = mesh or parallel_mesh(parallel_config.tensor_parallel)
+    # 0. tensor parallelism: replaces the weights by their slices, so it comes before everything else.
+    if parallel_config.tensor_parallel > 1:
+        if "tp" not in (mesh.mesh_dim_names or ()):
+            raise ValueError("tensor parallelism needs a mesh with a 'tp' dimension (see parallel_mesh)")
+        apply_tensor_parallel(model, mesh["tp"])
     # 1. activation checkpointing: changes what each block's forward does, so it comes first.
     if parallel_config.activation_checkpointing:
         apply_activation_checkpointing(model)
@@ -133,10 +170,10 @@ def parallelize(model: nn.Module, parallel_config: ParallelConfig, mesh: DeviceM
         compile_blocks(model)
     # 3. data parallelism, last: it wraps the blocks built above.
     if parallel_config.data_parallel == "fsdp":
-        mesh = mesh or data_parallel_mesh()
         policy = MixedPrecisionPolicy(param_dtype=parallel_config.param_dtype,
                                       reduce_dtype=parallel_config.reduce_dtype)
-        return apply_fsdp(model, mesh, policy, parallel_config.reshard_after_forward)
+        dp_mesh = mesh["dp"] if mesh.ndim > 1 else mesh
+        return apply_fsdp(model, dp_mesh, policy, parallel_config.reshard_after_forward)
     if parallel_config.data_parallel == "ddp":
         return apply_ddp(model, next(model.parameters()).device)
     return model

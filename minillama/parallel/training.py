@@ -6,8 +6,10 @@ The trainer was written with the seams this needs (``rank``, ``world_size``, ``w
 * **device**: ``cuda:LOCAL_RANK`` (one GPU per process) or the CPU;
 * **data**: each node's local rank 0 tokenizes the corpus into the cache first, the others then read it; the
   loader deals each rank its own slice of every global batch (``minillama.data.loader``), so ``W`` ranks with
-  ``batch_size`` B train on the same global batch as one process with ``W * B``;
-* **model**: :func:`~minillama.parallel.parallelize.parallelize` (activation checkpointing, compile, DDP or FSDP);
+  ``batch_size`` B train on the same global batch as one process with ``W * B``. With tensor parallelism the
+  ``T`` ranks of a group read the same batch: the data is dealt over the ``W / T`` data-parallel ranks;
+* **model**: :func:`~minillama.parallel.parallelize.parallelize` (tensor parallelism, activation checkpointing,
+  compile, DDP or FSDP);
   under FSDP on GPUs the model is built on the meta device and each rank materializes only its shards, so a 70B
   model never exists whole in any one memory;
 * **logging**: only rank 0 prints and writes ``metrics.jsonl``; losses and evaluation sums are averaged over ranks;
@@ -24,6 +26,7 @@ from minillama.data.tokenized import TokenizedCorpus, prepare_corpus
 from minillama.parallel.checkpoint import ShardedCheckpointer, is_sharded_checkpoint
 from minillama.parallel.distributed import DistributedContext, all_reduce_sum, broadcast_object, main_first
 from minillama.parallel.parallelize import ParallelConfig, parallelize
+from minillama.parallel.tensor_parallel import check_tensor_parallel
 from minillama.train.checkpointing import resolve_checkpoint
 from minillama.train.config import TrainConfig
 from minillama.train.trainer import Trainer, autocast_dtype, default_run_dir
@@ -62,6 +65,12 @@ def distributed_trainer(config: TrainConfig, ctx: DistributedContext, *, log: Ca
     if config.parallel == "none" and ctx.world_size > 1:
         raise ValueError(f"{ctx.world_size} processes with --parallel none would train {ctx.world_size} identical "
                          f"copies of one run; use --parallel ddp or --parallel fsdp")
+    tp = config.tensor_parallel
+    if ctx.world_size % tp:
+        raise ValueError(f"{ctx.world_size} processes cannot form tensor-parallel groups of {tp}: launch a multiple "
+                         f"of {tp} processes (torchrun --nproc_per_node), or pass a --tensor-parallel that divides "
+                         f"{ctx.world_size} (a sharded checkpoint resumes on any layout)")
+    check_tensor_parallel(get_preset(config.model), tp, config.seq_len)
     config = config.replace(device=str(ctx.device))
     resuming_sharded = bool(config.resume) and is_sharded_checkpoint(resolve_checkpoint(config.resume))
     sharded = config.parallel == "fsdp" or (config.parallel == "none" and resuming_sharded)
@@ -79,4 +88,4 @@ def distributed_trainer(config: TrainConfig, ctx: DistributedContext, *, log: Ca
                    wrap_model=lambda model, _config: parallelize(model, parallel),
                    all_reduce=all_reduce_sum if ctx.world_size > 1 else None, checkpointer=checkpointer,
                    data=data, log=log, sharded=config.parallel == "fsdp",
-                   meta_init=config.parallel == "fsdp" and ctx.device.type == "cuda")
+                   meta_init=config.parallel == "fsdp" and ctx.device.type == "cuda", tensor_parallel=tp)

@@ -86,6 +86,9 @@ class TrainConfig:
                            "scaling where bf16 is unsupported), float32 elsewhere", choices=DTYPES)
     parallel: str = _hardware("none", f"data parallelism over the processes of a torchrun job (chapter 9): "
                               f"{', '.join(PARALLEL)}", choices=PARALLEL)
+    tensor_parallel: int = _hardware(1, "tensor-parallel ranks per model replica (chapter 9; with --parallel fsdp): "
+                                     "T ranks of one node split every weight matrix, and the world_size / T groups "
+                                     "of them are FSDP's data-parallel ranks")
     compile: bool = _hardware(False, "torch.compile each transformer block")
     activation_checkpointing: bool = _hardware(False, "recompute each block's activations in the backward pass")
     threads: int = _hardware(1, "CPU threads for PyTorch's kernels; 0 = PyTorch's default (one per core). One is "
@@ -127,7 +130,7 @@ class TrainConfig:
             ):
                 raise ValueError(f"{f.name} must be {expected.__name__}, got {value!r}")
         positive = ("seq_len", "batch_size", "grad_accum_steps", "max_steps", "eval_interval", "log_interval",
-                    "checkpoint_interval", "keep_last", "max_bad_steps")
+                    "checkpoint_interval", "keep_last", "max_bad_steps", "tensor_parallel")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -146,6 +149,9 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.parallel not in PARALLEL:
             raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
+        if self.tensor_parallel > 1 and self.parallel != "fsdp":
+            raise ValueError(f"tensor_parallel ({self.tensor_parallel}) composes with FSDP (a 2D mesh of data x tensor "
+                             f"parallel ranks): add --parallel fsdp (got parallel={self.parallel!r})")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

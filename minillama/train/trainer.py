@@ -108,15 +108,23 @@ class Trainer:
     """Trains a ``Llama`` as ``config`` says. ``Trainer(config).fit()`` is the whole of ``minillama train``.
 
     ``rank``/``world_size``/``all_reduce``/``wrap_model``/``checkpointer`` are the seams for distributed training:
-    the defaults are one process on one device.
+    the defaults are one process on one device. With ``tensor_parallel`` T > 1, each T consecutive ranks split one
+    model replica and read the same batches: the data is dealt by data-parallel rank ``rank // T`` over
+    ``world_size // T`` replicas.
     """
 
     def __init__(self, config: TrainConfig, *, rank: int = 0, world_size: int = 1,
                  wrap_model: Callable[[torch.nn.Module, TrainConfig], torch.nn.Module] | None = None,
                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  checkpointer: Checkpointer | None = None, sharded: bool = False, meta_init: bool = False,
-                 data: TokenizedCorpus | None = None, log: Callable[[str], None] | None = None) -> None:
+                 data: TokenizedCorpus | None = None, log: Callable[[str], None] | None = None,
+                 tensor_parallel: int = 1) -> None:
+        if tensor_parallel < 1 or world_size % tensor_parallel:
+            raise ValueError(f"world_size ({world_size}) must be a multiple of tensor_parallel ({tensor_parallel})")
         self.rank, self.world_size = rank, world_size
+        self.tensor_parallel = tensor_parallel
+        # the data-parallel view: which replica this rank belongs to, and how many replicas read different data
+        self.data_rank, self.data_world_size = rank // tensor_parallel, world_size // tensor_parallel
         self.is_main = rank == 0
         self.sharded = sharded  # every rank saves and loads its own part of each checkpoint (FSDP)
         self.all_reduce = all_reduce or (lambda tensor: tensor)
@@ -147,8 +155,8 @@ class Trainer:
         if config.seq_len > self.model_config.max_seq_len:
             raise ValueError(f"seq_len ({config.seq_len}) exceeds the max_seq_len of preset {config.model!r} "
                              f"({self.model_config.max_seq_len})")
-        self.loader = TrainLoader(self.data.train, config.batch_size, config.seq_len, seed=config.seed, rank=rank,
-                                  world_size=world_size, device=self.device)
+        self.loader = TrainLoader(self.data.train, config.batch_size, config.seq_len, seed=config.seed,
+                                  rank=self.data_rank, world_size=self.data_world_size, device=self.device)
         self.token_bytes = torch.from_numpy(self.data.token_bytes()).to(self.device)
 
         # 3. model (seeded init), wrapped from outside, and its optimizer. With ``meta_init`` the model is built
@@ -174,7 +182,7 @@ class Trainer:
         self.best_val_loss = math.inf
         self.last_eval: dict[str, float] = {}
         self.last_samples: list[str] = []
-        self.tokens_per_step = config.batch_size * config.seq_len * config.grad_accum_steps * world_size
+        self.tokens_per_step = config.batch_size * config.seq_len * config.grad_accum_steps * self.data_world_size
         self.flops_per_token = self.model_config.flops_per_token(config.seq_len)
         self.peak_flops = peak_flops(self.device)
         if self.is_main:
@@ -206,7 +214,9 @@ class Trainer:
             f"data {c.corpus}: {len(self.data.train):,} train / {len(self.data.val):,} val tokens "
             f"({self.loader.batches_per_epoch:,} batches per epoch), tokenizer {self.data.tokenizer_path.name}\n"
             f"device {self.device} ({precision}), {self.tokens_per_step:,} tokens per step "
-            f"({self.world_size} x {c.grad_accum_steps} x {c.batch_size} x {c.seq_len}), {c.max_steps:,} steps"
+            f"({self.data_world_size} x {c.grad_accum_steps} x {c.batch_size} x {c.seq_len}), {c.max_steps:,} steps"
+            + (f"; {self.world_size} ranks = {self.data_world_size} data-parallel x {self.tensor_parallel} "
+               f"tensor-parallel" if self.tensor_parallel > 1 else "")
         )
 
     # --- evaluation and samples -------------------------------------------------------------------------------------
@@ -222,8 +232,8 @@ class Trainer:
         self.train_model.eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum (nats), tokens, bytes
         max_batches = self.config.eval_batches if max_batches is None else max_batches
-        batches = eval_batches(self.data.val, self.config.batch_size, self.config.seq_len, rank=self.rank,
-                               world_size=self.world_size, max_batches=max_batches, device=self.device)
+        batches = eval_batches(self.data.val, self.config.batch_size, self.config.seq_len, rank=self.data_rank,
+                               world_size=self.data_world_size, max_batches=max_batches, device=self.device)
         for inputs, targets in batches:
             with self.autocast():
                 logits = self.train_model(inputs)  # (B, T, vocab)
@@ -232,16 +242,19 @@ class Trainer:
             totals += torch.stack([loss.double(), torch.tensor(B * T, dtype=torch.float64, device=self.device),
                                    self.token_bytes[targets].sum().double()])
         if self.sharded:  # every forward is a collective: a rank with fewer windows runs (and discards) extra ones
-            for _ in range(self._eval_batch_count(max_batches, 0) - self._eval_batch_count(max_batches, self.rank)):
+            for _ in range(self._eval_batch_count(max_batches, 0)
+                           - self._eval_batch_count(max_batches, self.data_rank)):
                 with self.autocast():
                     self.train_model(torch.zeros(1, self.config.seq_len, dtype=torch.long, device=self.device))
         self.train_model.train()
+        if self.rank % self.tensor_parallel:  # the ranks of a tensor-parallel group computed the same sums: count once
+            totals.zero_()
         loss_sum, tokens, n_bytes = self.all_reduce(totals).tolist()
         return {"val_loss": loss_sum / tokens, "val_bpb": loss_sum / n_bytes / math.log(2), "val_tokens": int(tokens)}
 
     def _eval_batch_count(self, max_batches: int, rank: int) -> int:
-        """Evaluation batches of ``rank``; rank 0 has the most (windows are dealt out round-robin)."""
-        windows = len(eval_windows(len(self.data.val), self.config.seq_len, rank, self.world_size))
+        """Evaluation batches of data-parallel ``rank``; rank 0 has the most (windows are dealt out round-robin)."""
+        windows = len(eval_windows(len(self.data.val), self.config.seq_len, rank, self.data_world_size))
         count = -(-windows // self.config.batch_size)
         return min(count, max_batches) if max_batches else count
 
@@ -260,13 +273,17 @@ class Trainer:
         stops = [tokenizer.special_tokens[EOT]] if EOT in tokenizer.special_tokens else []
         generator = torch.Generator(self.device).manual_seed(config.seed * 1_000_003 + self.step)
         max_new = min(config.sample_tokens, self.model_config.max_seq_len - len(prompt))
+        # Tensor parallelism splits the heads (the KV cache holds all of them) and the positions (evenly): sample
+        # by recomputing the padded sequence, which gives the same tokens.
+        tensor_parallel_sampling = ({"use_cache": False, "pad_to_multiple": self.tensor_parallel}
+                                    if self.tensor_parallel > 1 else {})
         self.model.eval()
         texts = []
         for _ in range(config.num_samples):
             with self.autocast():
                 ids = generate(self.model, prompt, max_new, temperature=config.temperature,
                                top_k=config.top_k or None, stop_tokens=[] if self.sharded else stops,
-                               generator=generator)[0].tolist()
+                               generator=generator, **tensor_parallel_sampling)[0].tolist()
             end = next((k for k, i in enumerate(ids) if i in stops), len(ids))
             texts.append(tokenizer.decode(ids[:end]))
         self.model.train()
@@ -304,6 +321,7 @@ class Trainer:
             "rng": rng_state(),
             "config": self.config.to_toml(),
             "world_size": self.world_size,
+            "data_world_size": self.data_world_size,
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -320,7 +338,8 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint: weights, optimizer, data position, schedule, guard, scaler and RNG states."""
         state = self.checkpointer.load(path, self.model, self.optimizer)
-        self._check_compatible(state["config"], path, saved_world_size=int(state.get("world_size", 1)))
+        saved_replicas = int(state.get("data_world_size", state.get("world_size", 1)))
+        self._check_compatible(state["config"], path, saved_world_size=saved_replicas)
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
         self.loader.load_state_dict(state["loader"])
@@ -337,7 +356,8 @@ class Trainer:
         """Refuse to resume into another corpus or tokenizer; warn when the data order will differ.
 
         A sharded checkpoint may resume on another number of processes: what fixes the data order is the global
-        batch, ``batch_size x world_size`` windows, not ``batch_size`` alone.
+        batch, ``batch_size x data-parallel ranks`` windows, not ``batch_size`` alone (``saved_world_size`` counts
+        the data-parallel ranks: a tensor-parallel group reads one share).
         """
         saved = TrainConfig.from_toml_text(saved_toml, source=f"the config saved in {path}")
         for name in ("model", "corpus", "tokenizer"):
@@ -346,8 +366,8 @@ class Trainer:
                                  f"this run asks for {getattr(self.config, name)!r}")
         changed = [name for name in ("seed", "seq_len", "grad_accum_steps", "val_fraction")
                    if getattr(saved, name) != getattr(self.config, name)]
-        if saved.batch_size * saved_world_size != self.config.batch_size * self.world_size:
-            changed.append("batch_size" if saved_world_size == self.world_size else "batch_size x world_size")
+        if saved.batch_size * saved_world_size != self.config.batch_size * self.data_world_size:
+            changed.append("batch_size" if saved_world_size == self.data_world_size else "batch_size x world_size")
         if changed:
             self.log(f"warning: {', '.join(changed)} changed since {path}: the run continues, but not as the "
                      f"uninterrupted run would have")
