@@ -52,6 +52,7 @@ def two_rank_tensor_parallel(rank: int, world_size: int, port: int, workdir: str
         "mesh": list(wq.device_mesh.mesh_dim_names),
         "samples": trainer.last_samples,
     }
+    results["meta_init"] = meta_init_2d()
     resumed = _fit(run_config(workdir / "resumed_1to_tp2", corpus, parallel="fsdp", tensor_parallel=2, batch_size=4,
                               resume=str(workdir / "resumed_1to_tp2")), ctx)
     results["resumed_start"] = resumed.step - resumed.config.max_steps + 4  # 4 when it started from step 4
@@ -74,3 +75,52 @@ def four_rank_2d(rank: int, world_size: int, port: int, workdir: str, corpus: st
         "wq_placements": _placements(wq), "wq_local_shape": list(wq.to_local().shape),
         "threads": torch.get_num_threads(),
     })
+
+
+def meta_init_2d(device: str = "cpu") -> dict:
+    """``tiny``'s shape with 2 layers built on the meta device, split over 2 tensor-parallel ranks, materialized and
+    initialized slice by slice (the GPU path): the initialization's statistics over the whole matrices.
+
+    Only on CUDA do DTensor's random ops give each rank its own stream of numbers (an offset-based generator): on a
+    CPU mesh every rank draws the same numbers for its slice. That is why the trainer materializes the model slice by
+    slice on GPUs only, and on CPUs builds it whole before splitting it."""
+    import warnings
+
+    from minillama.config import get_preset
+    from minillama.model import Llama
+    from minillama.parallel.parallelize import ParallelConfig, parallelize
+
+    config = get_preset("tiny", tie_embeddings=False, n_layers=2)
+    with torch.device("meta"):
+        model = Llama(config)
+    parallelize(model, ParallelConfig(data_parallel="fsdp", tensor_parallel=2))
+    model.to_empty(device=device)
+    with warnings.catch_warnings():  # DTensor's random ops warn that CPU meshes are not their main target
+        warnings.simplefilter("ignore", UserWarning)
+        torch.manual_seed(0)
+        model.init_weights()
+    names = ("tok_embeddings.weight", "layers.0.attention.wq.weight", "layers.0.attention.wo.weight",
+             "layers.1.feed_forward.w2.weight", "output.weight")
+    full = {name: p.full_tensor() for name, p in model.named_parameters() if name in names}
+    wq = full["layers.0.attention.wq.weight"]
+    half = wq.shape[0] // 2
+    return {"std": {name: float(t.std()) for name, t in full.items()},
+            "slices_differ": not torch.allclose(wq[:half], wq[half:]),  # each rank drew its own numbers
+            "finite": all(bool(t.isfinite().all()) for t in full.values()),
+            "norm_ones": bool(model.layers[1].ffn_norm.weight.full_tensor().eq(1).all()),
+            "n_layers": config.n_layers}
+
+
+def cuda_tensor_parallel(rank: int, world_size: int, port: int, workdir: str, corpus: str) -> None:
+    """tp = 2 on two GPUs (NCCL): float32 (compare with one GPU), then bf16 with compile and checkpointing, and the
+    meta-device initialization slice by slice."""
+    from minillama.parallel.distributed import destroy_distributed, init_distributed
+
+    workdir, corpus = Path(workdir), Path(corpus)
+    ctx = init_distributed("cuda")
+    for name, overrides in (("tp2", {"dtype": "float32"}),
+                            ("tp2_bf16", {"dtype": "bfloat16", "compile": True, "activation_checkpointing": True})):
+        _fit(run_config(workdir / name, corpus, device="cuda", parallel="fsdp", tensor_parallel=2, batch_size=4,
+                        num_samples=1, **overrides), ctx)
+    _write(workdir, "cuda_tp2", rank, {"meta_init": meta_init_2d("cuda")})
+    destroy_distributed()

@@ -1,6 +1,6 @@
 """The GPU path (NCCL, bf16 mixed precision, compile): skipped without CUDA GPUs, with the reason.
 
-On a GPU machine: ``pytest tests/test_parallel_cuda.py`` (one GPU runs the first test, two run both).
+On a GPU machine: ``pytest tests/test_parallel_cuda.py`` (one GPU runs the first test, two run them all).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 from _parallel_helpers import cuda_mixed_precision, cuda_two_ranks, run_config, spawn
+from _tensor_parallel_helpers import cuda_tensor_parallel
 from _train_helpers import small_corpus
 
 from minillama.train.metrics import read_metrics
@@ -43,3 +44,22 @@ def test_two_gpus_match_one(tmp_path, monkeypatch):
     bf16 = losses("fsdp_bf16")
     assert torch.isfinite(bf16).all() and bf16[-1] < bf16[0]
     torch.testing.assert_close(bf16, reference, rtol=3e-2, atol=0)
+
+
+@pytest.mark.skipif(GPUS < 2, reason="needs 2 CUDA GPUs (tensor parallelism over NCCL)")
+def test_tensor_parallel_on_two_gpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path / "cache"))
+    corpus = small_corpus(tmp_path, chars=20_000)
+    Trainer(run_config(tmp_path / "single", corpus, device="cuda", dtype="float32"), log=lambda text: None).fit()
+    spawn(cuda_tensor_parallel, str(tmp_path), str(corpus))
+
+    def losses(name):
+        return torch.tensor([r["loss"] for r in read_metrics(tmp_path / name) if r["kind"] == "train"])
+
+    reference = losses("single")
+    torch.testing.assert_close(losses("tp2"), reference, rtol=1e-4, atol=0)
+    bf16 = losses("tp2_bf16")
+    assert torch.isfinite(bf16).all() and bf16[-1] < bf16[0]
+    torch.testing.assert_close(bf16, reference, rtol=3e-2, atol=0)
+    meta = json.loads((tmp_path / "results" / "cuda_tp2_rank_0.json").read_text())["meta_init"]
+    assert meta["finite"] and meta["norm_ones"] and meta["slices_differ"]  # each GPU drew its own numbers
