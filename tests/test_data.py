@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from minillama.data import CORPORA, ChecksumError, Corpus, corpus_path, download, load_text
+from minillama.data.corpora import DOCUMENT_CORPORA
 
 BODY = ("To be, or not to be, that is the question:\n" * 500).encode()
 BODY_SHA = hashlib.sha256(BODY).hexdigest()
@@ -156,3 +157,35 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no text files"):
         load_text(tmp_path / "empty")
+
+
+def _downloadable_files() -> list[Corpus]:
+    return [*CORPORA.values(), *(f for corpus in DOCUMENT_CORPORA.values() for files in corpus.files.values()
+                                 for f in files)]
+
+
+def test_every_downloadable_file_is_pinned():
+    """Each file has a byte size and a SHA-256 (64 lowercase hex digits), so no run trains on unverified bytes."""
+    files = _downloadable_files()
+    assert {f.filename for f in files} >= {"TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt",
+                                            "fineweb-edu-sample-10BT-000_00000.parquet"}
+    for f in files:
+        assert isinstance(f.sha256, str) and len(f.sha256) == 64, f.name
+        assert set(f.sha256) <= set("0123456789abcdef"), f.name
+        assert isinstance(f.size, int) and f.size > 0, f.name
+    assert len({f.sha256 for f in files}) == len(files)  # no value copied onto the wrong file
+
+
+def test_a_wrong_copy_of_a_document_corpus_file_is_rejected(isolated, monkeypatch):
+    """A mirrored TinyStories validation file with the right length but other bytes fails the SHA-256 check."""
+    valid = DOCUMENT_CORPORA["tinystories"].files["val"][0]
+    mirror = isolated / "mirror"
+    mirror.mkdir()
+    monkeypatch.setenv("MINILLAMA_DATA_MIRROR", str(mirror))
+    with open(mirror / valid.filename, "wb") as sparse:  # zeros, the expected size: only the hash can tell
+        sparse.truncate(valid.size)
+    with pytest.raises(ChecksumError, match="SHA-256"):
+        corpus_path(valid)
+    (mirror / valid.filename).write_bytes(b"Once upon a time")
+    with pytest.raises(ChecksumError, match="bytes, expected"):
+        corpus_path(valid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,9 +25,19 @@ def stories_mirror(tmp_path, monkeypatch):
     train = "\n<|endoftext|>\n".join(STORIES * 40) + "\n"
     (mirror / "TinyStoriesV2-GPT4-train.txt").write_text(train)
     (mirror / "TinyStoriesV2-GPT4-valid.txt").write_text("\n<|endoftext|>\n".join(STORIES[::-1] * 4) + "\n")
+    _use_miniature(monkeypatch, mirror, tmp_path)
+    return mirror
+
+
+def _use_miniature(monkeypatch, mirror, tmp_path):
+    """Point the mirror and cache at tmp_path; the real TinyStories files are pinned by size and SHA-256, so the
+    miniature stands in for them unpinned."""
     monkeypatch.setenv("MINILLAMA_DATA_MIRROR", str(mirror))
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path / "cache"))
-    return mirror
+    corpus = DOCUMENT_CORPORA["tinystories"]
+    unpinned = {split: tuple(replace(f, sha256=None, size=None) for f in files)
+                for split, files in corpus.files.items()}
+    monkeypatch.setitem(DOCUMENT_CORPORA, "tinystories", replace(corpus, files=unpinned))
 
 
 def test_tinystories_has_two_splits_of_documents(stories_mirror):
@@ -63,8 +74,7 @@ def test_everything_is_cached_and_keyed(stories_mirror, monkeypatch, tmp_path):
     again = prepare_corpus("tinystories", vocab_size=300)
     assert again.tokenizer_path == first.tokenizer_path and again.train.filename == first.train.filename
     monkeypatch.undo()
-    monkeypatch.setenv("MINILLAMA_DATA_MIRROR", str(stories_mirror))
-    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path / "cache"))
+    _use_miniature(monkeypatch, stories_mirror, tmp_path)
     other = prepare_corpus("tinystories", vocab_size=280)  # another tokenizer: other shards
     assert other.train.filename != first.train.filename
     # An explicit tokenizer file is used as given.

