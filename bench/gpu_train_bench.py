@@ -3,6 +3,7 @@
     python bench/gpu_train_bench.py                       # both models on the first CUDA GPU
     python bench/gpu_train_bench.py --models llama3.2-1b --batch 8 --steps 20
     python bench/gpu_train_bench.py --rmsnorm triton      # the fused Triton RMSNorm instead of the compiled one
+    python bench/gpu_train_bench.py --float8              # FP8 matmuls in the blocks (torchao; compute capability 8.9+)
     python bench/gpu_train_bench.py --smoke               # CPU, nano, 3 steps: checks the code path anywhere
 
 The performance path: fp32 weights with bf16 autocast (the matmuls and attention run in bf16 on the tensor cores),
@@ -21,6 +22,13 @@ Target on one H100: MFU >= 45% for llama3.2-1b at sequence 2048 (torchtitan repo
 8 H100s with FSDP and compile). Without a CUDA GPU the script stops with a message, except with ``--smoke``, which runs
 the same code on the CPU with the ``nano`` preset, sequence 64, and ``torch.compile``'s ``aot_eager`` backend (graph
 capture and the joint forward/backward graph, without Inductor's code generation, which takes minutes on a CPU).
+
+``--float8 [tensorwise|rowwise|rowwise_with_gw_hp]`` converts the linears of the transformer blocks to torchao's FP8
+training linears (:mod:`minillama.kernels.float8`: the output head stays in bf16) after building the model and
+before compiling it. It needs torchao and a GPU of compute capability 8.9 or newer (H100: 9.0), and stops with the
+reason otherwise. With ``--smoke`` the FP8 matmuls are emulated in fp32 on the CPU (the same casts and scales, no
+speed-up): it checks the code path, conversion and compilation included. MFU stays relative to the bf16 peak, so
+that bf16 and FP8 runs compare on one scale (the FP8 tensor cores' peak is twice that).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minillama.config import get_preset
 from minillama.kernels import use_fused_rmsnorm, uses_triton
+from minillama.kernels.float8 import RECIPES, convert_to_float8, float8_available
 from minillama.model import Llama
 from minillama.plan import GPUS, gpu_for_device_name, memory_per_gpu
 from minillama.train.step import cross_entropy_loss
@@ -66,6 +75,8 @@ class BenchResult:
     rmsnorm: str
     """Which RMSNorm ran."""
     activation_checkpointing: bool
+    float8: str | None = None
+    """The FP8 recipe of the blocks' linears (``"tensorwise, emulated"`` with ``--smoke``), or ``None`` for bf16."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rmsnorm", choices=["torch", "triton"], default="torch",
                         help="RMSNorm: the model's (fused by the compiler) or minillama.kernels' (Triton on CUDA)")
     parser.add_argument("--ac", action="store_true", help="full activation checkpointing per block")
+    parser.add_argument("--float8", nargs="?", const="tensorwise", choices=RECIPES, default=None, metavar="RECIPE",
+                        help="FP8 matmuls in the transformer blocks through torchao (default recipe: tensorwise; "
+                             "emulated in fp32 with --smoke)")
     parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--smoke", action="store_true", help="CPU check of the code path: nano, seq 64, 3 steps")
@@ -94,13 +108,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build(preset: str, seq_len: int, device: torch.device, args: argparse.Namespace
           ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """The model in fp32 on ``device``, wrapped from outside (fused norm, checkpointing, compile), and fused AdamW."""
+    """The model in fp32 on ``device``, wrapped from outside (FP8 linears, fused norm, checkpointing, compile), and
+    fused AdamW."""
     config = get_preset(preset)
     if config.max_seq_len < seq_len:
         config = get_preset(preset, max_seq_len=seq_len)  # small-100m is defined for 1024; RoPE extends as is
     torch.manual_seed(0)
     with device:
         model = Llama(config)
+    if args.float8:  # first: AC, compile (and FSDP) wrap the converted linears
+        convert_to_float8(model, recipe=args.float8, emulate=args.smoke)
     if args.rmsnorm == "triton":
         use_fused_rmsnorm(model)
     if args.ac:
@@ -162,6 +179,7 @@ def bench_model(preset: str, device: torch.device, args: argparse.Namespace) -> 
         planned_memory_gb=planned.total / 1e9, losses=losses,
         compile_backend=None if args.compile_backend == "none" else args.compile_backend,
         rmsnorm=_rmsnorm_label(args.rmsnorm, inputs), activation_checkpointing=args.ac,
+        float8=(args.float8 + (", emulated" if args.smoke else "")) if args.float8 else None,
     )
     del model, optimizer
     if device.type == "cuda":
@@ -184,7 +202,8 @@ def format_results(results: list[BenchResult]) -> str:
              f"{'peak GB':>9}{'plan GB':>9}"
     lines = [f"device: {results[0].device}; bf16 autocast, fused AdamW, compile per block "
              f"({results[0].compile_backend}), SDPA flash, RMSNorm {results[0].rmsnorm}"
-             + (", activation checkpointing" if results[0].activation_checkpointing else ""), header]
+             + (", activation checkpointing" if results[0].activation_checkpointing else "")
+             + (f", FP8 block linears (torchao, {results[0].float8})" if results[0].float8 else ""), header]
     for r in results:
         mfu = f"{r.mfu:.1%}" if r.mfu is not None else "n/a"
         peak = f"{r.peak_memory_gb:.1f}" if r.peak_memory_gb is not None else "n/a"
@@ -204,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("gpu_train_bench.py measures GPU training throughput and needs a CUDA GPU, but "
                          "torch.cuda.is_available() is False here. Run it on a GPU machine, or run "
                          "`python bench/gpu_train_bench.py --smoke` to check the code path on the CPU.")
+    if args.float8:
+        ok, reason = float8_available(device, emulate=args.smoke)
+        if not ok:
+            raise SystemExit(f"--float8: {reason}")
     results = []
     for preset in args.models:
         try:
