@@ -1,10 +1,12 @@
 """``minillama plan``: will a model train on a cluster, how much memory per GPU, and how long will it take?
 
 Pure arithmetic on a :class:`~minillama.config.ModelConfig` — nothing is allocated — so it answers for the 405B model
-on a laptop. For data parallelism only: DDP (everything replicated) and FSDP / ZeRO-3 (weights, gradients and
-optimizer state sharded over the GPUs), each with or without activation checkpointing. Tensor, pipeline and context
-parallelism (how Llama 3 405B was really trained: 8-way tensor x 16-way pipeline x 128-way data parallel on 16,384
-H100s) are not modelled; the planner shows *why* they are needed (see the two limits below).
+on a laptop. For data parallelism — DDP (everything replicated) and FSDP / ZeRO-3 (weights, gradients and optimizer
+state sharded over the GPUs) — each with or without activation checkpointing, and for tensor parallelism with
+sequence parallelism composed with FSDP on a 2D mesh (``--tp``: what ``minillama train --parallel fsdp
+--tensor-parallel T`` runs, :mod:`minillama.parallel.tensor_parallel`). Pipeline and context parallelism (the other
+two dimensions of Llama 3 405B's training: 8-way tensor x 16-way pipeline x 128-way data parallel on 16,384 H100s,
+Grattafiori et al. 2024) are not modelled.
 
 **Mixed-precision convention** (ZeRO's accounting, Rajbhandari et al. 2020), bytes per parameter:
 
@@ -52,10 +54,52 @@ and again in the backward and reduce-scatters the gradients, every micro-step: `
 1.5x of DDP. The time uses the slowest link of the ring: NVLink inside a node, the network (400 Gb/s per GPU, as in
 Meta's Llama 3 clusters) across nodes.
 
-The two limits of data parallelism that the plans show: DDP replicates all 16 bytes per parameter (a 70B model needs
-1.1 TB per GPU), and data parallelism needs at least one sequence per GPU, so a 16M-token batch of 8,192-token
-sequences (2,048 of them) cannot keep more than 2,048 GPUs busy. Beyond that, each model replica must itself be
-split: tensor and pipeline parallelism (Shoeybi et al. 2019; chapter 9).
+**Tensor parallelism** (Megatron-LM, Shoeybi et al. 2019) with sequence parallelism (Korthikanti et al. 2022), as
+minillama implements it with DTensor. ``tp`` consecutive GPUs (one node's NVLink domain) form a tensor-parallel group
+that is one data-parallel rank; FSDP shards over the ``dp = gpus / tp`` ranks that hold the same slice:
+
+- *weights*: ``wq wk wv w1 w3`` are split by output features, ``wo w2`` by input features, the embedding table and
+  the output head by vocabulary rows (``ceil(V / tp)`` on the rank with the most when ``tp`` does not divide ``V``);
+  the RMSNorm weights (``(2 L + 1) d`` values) are replicated. Under FSDP each GPU stores 16 bytes for each of its
+  slice's parameters divided by ``dp``: ``16 N / (tp dp) = 16 N / gpus``, up to the replicated norms. Tensor
+  parallelism needs FSDP: minillama's trainer refuses DDP with ``tp > 1`` (DDP would average the ranks' different
+  slices), and so does the planner;
+- *activations*: sequence parallelism keeps the residual stream and the norms' activations split over positions
+  (``T / tp`` per rank), and the tensor-parallel regions hold ``1 / tp`` of the heads and of the hidden units. But the
+  input of ``wq wk wv`` and of ``w1 w3`` is the all-gathered ``(B, T, d)`` tensor, and autograd saves it whole for
+  the weights' gradients (Korthikanti et al. save the sequence-parallel slice and all-gather it again in the backward;
+  DTensor does not). So a block stores ``4 d + (8 d + 4 d_kv + 8 f + 4 H) / tp`` bytes per token, and
+  ``12 d + ...`` at ``tp = 1`` as above; with checkpointing each block keeps its input, split over positions:
+  ``2 d / tp``. These counts match what autograd saves on 2 CPU processes (``tests/test_plan.py``), where eager
+  RMSNorm's fp32 copies are split over positions too;
+- *the head*: the final norm's input is split over positions (``2 d / tp``), the output head's input is gathered
+  (``2 d``), and the logits are gathered whole for the loss (``ColwiseParallel(output_layouts=Replicate())``), so the
+  fp32 log-probabilities and their gradient, ``8 V``, are *not* divided by ``tp``: ``2 d / tp + 2 d + 8 V``. (A
+  vocabulary-parallel cross-entropy, as in Megatron-LM, would divide the ``8 V`` by ``tp`` too: at 8K tokens and
+  ``tp = 8`` it is 7.4 of the 405B model's 14 GB of checkpointed activations per GPU.);
+- *FSDP buffers*: the largest unit's parameters of one tensor-parallel slice (a block's matrices / ``tp``, or
+  ``ceil(V / tp)`` rows of a vocabulary matrix), ``3 * 2`` bytes each;
+- *communication per micro-batch*: each block all-gathers its input over positions before the attention and before
+  the feed-forward and reduce-scatters the partial sums of ``wo`` and ``w2``: 2 all-gathers + 2 reduce-scatters of
+  ``B x T x d`` bf16 activations in the forward, as many in the backward (each one's gradient is the other), and with
+  full checkpointing 2 all-gathers + 1 reduce-scatter again when the block is recomputed (non-reentrant checkpointing
+  stops at the last tensor the backward needs, before ``w2``'s reduce-scatter). Plus the embedding's reduce-scatter
+  (forward) and all-gather (backward), the head's input all-gather and reduce-scatter, and the all-gather of the
+  ``B x T x V`` bf16 logits (its backward is a local slice). Each moves ``(tp - 1) / tp`` of the full tensor per GPU
+  (counted collective by collective against DTensor in the tests); the replicated norms' gradients add an
+  all-reduce of ``d`` values per norm, negligible. These run on NVLink when a group fits in a node; they wait for
+  the matmuls around them and are waited on (minillama has no asynchronous tensor parallelism), so the planner flags
+  a plan whose tensor-parallel communication time does not fit in the step time left over by the computation at the
+  GPUs' peak. FSDP's traffic is that of the slice, ``3 * 2 (N / tp) (dp - 1) / dp`` bytes per micro-step, over the
+  data-parallel group, which spans nodes;
+- *time*: tensor parallelism adds no model FLOPs, so the step time at a given MFU is unchanged; its communication
+  time is reported beside data parallelism's.
+
+The limits of data parallelism that the plans show: DDP replicates all 16 bytes per parameter (a 70B model needs
+1.1 TB per GPU), and data parallelism needs at least one sequence per data-parallel rank, so a 16M-token batch of
+8,192-token sequences (2,048 of them) cannot keep more than 2,048 ranks busy. Beyond that, each model replica must
+itself be split: with ``tp = 8`` a rank is 8 GPUs, and 2,048 ranks are 16,384 GPUs — Meta's count; Meta split each
+replica 16 ways more with pipeline parallelism (Grattafiori et al. 2024, §3.3.2), which this planner does not model.
 
 >>> from minillama.config import get_preset
 >>> p = plan_training(get_preset("llama3.1-8b"), gpus=8, gpu="h100", parallel="fsdp", activation_checkpointing=True)
@@ -193,39 +237,87 @@ def parse_count(text: str | int, *, binary: bool = False) -> int:
 # --- memory --------------------------------------------------------------------------------------------------------
 
 
-def block_activation_bytes(config: ModelConfig) -> int:
-    """Bytes one block stores for the backward, per token, without checkpointing: ``12 d + 4 d_kv + 8 f + 4 H``.
+def block_activation_bytes(config: ModelConfig, tensor_parallel: int = 1) -> int:
+    """Bytes one block stores for the backward, per token and GPU, without checkpointing:
+    ``4 d + (8 d + 4 d_kv + 8 f + 4 H) / tp``, which is ``12 d + 4 d_kv + 8 f + 4 H`` without tensor parallelism.
 
-    For Llama 3 8B (d = 4096, d_kv = 8 * 128 = 1024, f = 14336, H = 32): 49,152 + 4,096 + 114,688 + 128 = 168,064.
+    For Llama 3 8B (d = 4096, d_kv = 8 * 128 = 1024, f = 14336, H = 32): 49,152 + 4,096 + 114,688 + 128 = 168,064;
+    with ``tp = 8``: 16,384 + 151,680 / 8 = 35,344. The ``4 d`` are the all-gathered inputs of the attention's and the
+    feed-forward's first matmuls, which every rank of the group saves whole. ``tp`` must divide ``n_heads``,
+    ``n_kv_heads`` and ``ffn_hidden_dim``, as :func:`~minillama.parallel.tensor_parallel.check_tensor_parallel`
+    requires.
     """
     kv_dim = config.n_kv_heads * config.head_dim
-    return 12 * config.dim + 4 * kv_dim + 8 * config.ffn_hidden_dim + 4 * config.n_heads
+    split = 8 * config.dim + 4 * kv_dim + 8 * config.ffn_hidden_dim + 4 * config.n_heads
+    return 4 * config.dim + split // tensor_parallel
 
 
-def head_activation_bytes(config: ModelConfig) -> int:
-    """Bytes per token of the final norm and the loss: ``4 d + 8 V`` (fp32 log-probabilities and their gradient)."""
-    return 4 * config.dim + 8 * config.vocab_size
+def head_activation_bytes(config: ModelConfig, tensor_parallel: int = 1) -> int:
+    """Bytes per token and GPU of the final norm and the loss: ``2 d / tp + 2 d + 8 V`` (the norm's input split over
+    positions, the output head's gathered input, the fp32 log-probabilities of the gathered logits and their
+    gradient), ``4 d + 8 V`` without tensor parallelism."""
+    return 2 * config.dim // tensor_parallel + 2 * config.dim + 8 * config.vocab_size
 
 
-def activation_bytes(config: ModelConfig, tokens: int, activation_checkpointing: bool) -> int:
-    """Peak activation memory of one forward + backward over ``tokens`` tokens (micro-batch x sequence length).
+def activation_bytes(config: ModelConfig, tokens: int, activation_checkpointing: bool, tensor_parallel: int = 1) -> int:
+    """Peak activation memory per GPU of one forward + backward over ``tokens`` tokens (micro-batch x sequence
+    length), with the blocks split over ``tensor_parallel`` GPUs.
 
     Without checkpointing every block keeps everything: ``n_layers * block``; with (full, per block) each block keeps
-    its ``2 d``-byte input and one block at a time is recomputed: ``n_layers * 2 d + block``. Plus the head.
+    its ``2 d``-byte input (``2 d / tp`` with sequence parallelism) and one block at a time is recomputed:
+    ``n_layers * 2 d / tp + block``. Plus the head.
     """
-    block = block_activation_bytes(config)
+    block = block_activation_bytes(config, tensor_parallel)
     if activation_checkpointing:
-        per_token = config.n_layers * 2 * config.dim + block
+        per_token = config.n_layers * 2 * config.dim // tensor_parallel + block
     else:
         per_token = config.n_layers * block
-    return tokens * (per_token + head_activation_bytes(config))
+    return tokens * (per_token + head_activation_bytes(config, tensor_parallel))
 
 
-def largest_fsdp_unit(config: ModelConfig) -> int:
-    """Parameters in the largest FSDP unit: one block, the embedding table or the output projection."""
+def tensor_parallel_params(config: ModelConfig, tensor_parallel: int = 1) -> int:
+    """Parameters of one tensor-parallel rank's slice: every block's matrices / ``tp``, ``ceil(V / tp)`` rows of the
+    embedding table and of the output head, and the replicated norms; ``num_params()`` when ``tp`` is 1.
+
+    >>> config = get_preset("llama3.1-8b")
+    >>> tensor_parallel_params(config, 8), config.num_params() // 8
+    (1004015616, 1003782656)
+    """
+    norms = (2 * config.n_layers + 1) * config.dim
+    tables = config.vocab_size * config.dim * (1 if config.tie_embeddings else 2)
+    matrices = config.num_params() - norms - tables
+    rows = -(-config.vocab_size // tensor_parallel)
+    return matrices // tensor_parallel + norms + rows * config.dim * (1 if config.tie_embeddings else 2)
+
+
+def largest_fsdp_unit(config: ModelConfig, tensor_parallel: int = 1) -> int:
+    """Parameters in the largest FSDP unit of one tensor-parallel slice: one block (its matrices / ``tp``, its two
+    norms whole), the embedding table or the output projection (``ceil(V / tp)`` rows)."""
     table = config.vocab_size * config.dim
     block = (config.num_params() - config.dim - table * (1 if config.tie_embeddings else 2)) // config.n_layers
-    return max(block, table)
+    norms = 2 * config.dim
+    return max((block - norms) // tensor_parallel + norms, -(-config.vocab_size // tensor_parallel) * config.dim)
+
+
+def tensor_parallel_comm_bytes(config: ModelConfig, tokens: int, activation_checkpointing: bool,
+                               tensor_parallel: int) -> int:
+    """Bytes each GPU sends for tensor parallelism in one forward + backward over ``tokens`` tokens (micro-batch x
+    sequence length), ring collectives within the group.
+
+    With ``S = tokens * d * 2`` bytes (a bf16 ``(B, T, d)`` activation): per block, ``4 S`` forward (2 all-gathers,
+    2 reduce-scatters), ``4 S`` backward, and ``3 S`` more for the recomputation under checkpointing; the embedding
+    and the head's input, ``2 S`` each; the logits' all-gather, ``tokens * V * 2``. Each collective moves
+    ``(tp - 1) / tp`` of its full tensor per GPU. Zero when ``tp`` is 1.
+
+    >>> nano = get_preset("nano", tie_embeddings=False)  # 2 layers, d = 64, V = 256
+    >>> tensor_parallel_comm_bytes(nano, 32, False, 2)  # (2 * 8 + 4) * 32 * 64 * 2 / 2 + 32 * 256 * 2 / 2
+    49152
+    """
+    per_block = 8 + (3 if activation_checkpointing else 0)
+    activation = tokens * config.dim * 2
+    logits = tokens * config.vocab_size * 2
+    full = (config.n_layers * per_block + 4) * activation + logits
+    return full * (tensor_parallel - 1) // tensor_parallel
 
 
 @dataclass(frozen=True)
@@ -245,18 +337,21 @@ class MemoryPerGPU:
 
 
 def memory_per_gpu(config: ModelConfig, *, gpus: int, parallel: str, activation_checkpointing: bool,
-                   tokens_per_micro_batch: int) -> MemoryPerGPU:
-    """Per-GPU memory under ``parallel`` = ``"ddp"`` (replicated) or ``"fsdp"`` (sharded over ``gpus``)."""
+                   tokens_per_micro_batch: int, tensor_parallel: int = 1) -> MemoryPerGPU:
+    """Per-GPU memory under ``parallel`` = ``"ddp"`` (replicated) or ``"fsdp"`` (sharded over ``gpus``), each
+    model replica split over ``tensor_parallel`` GPUs (FSDP then shards over ``gpus / tensor_parallel``)."""
     if parallel not in ("ddp", "fsdp"):
         raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
-    n_params = config.num_params()
-    shards = gpus if parallel == "fsdp" else 1
+    n_params = tensor_parallel_params(config, tensor_parallel)
+    data_parallel = gpus // tensor_parallel
+    shards = data_parallel if parallel == "fsdp" else 1
+    buffers = parallel == "fsdp" and data_parallel > 1
     return MemoryPerGPU(
         weights=math.ceil(BYTES_WEIGHTS * n_params / shards),
         gradients=math.ceil(BYTES_GRADIENTS * n_params / shards),
         optimizer=math.ceil(BYTES_OPTIMIZER * n_params / shards),
-        fsdp_buffers=3 * BYTES_WEIGHTS * largest_fsdp_unit(config) if parallel == "fsdp" and gpus > 1 else 0,
-        activations=activation_bytes(config, tokens_per_micro_batch, activation_checkpointing),
+        fsdp_buffers=3 * BYTES_WEIGHTS * largest_fsdp_unit(config, tensor_parallel) if buffers else 0,
+        activations=activation_bytes(config, tokens_per_micro_batch, activation_checkpointing, tensor_parallel),
     )
 
 
@@ -272,14 +367,18 @@ class TrainingPlan:
     gpu: str
     gpus: int
     parallel: str
+    tensor_parallel: int
+    """GPUs of each tensor-parallel group (1 = none)."""
+    data_parallel: int
+    """``gpus / tensor_parallel``: the ranks that FSDP shards over and that the batch is dealt to."""
     activation_checkpointing: bool
     seq_len: int
     batch_tokens: int
     """Tokens per optimizer step, over all GPUs."""
     micro_batch: int
-    """Sequences per GPU per forward/backward."""
+    """Sequences per data-parallel rank per forward/backward (the GPUs of a tensor-parallel group share them)."""
     grad_accum_steps: int
-    """Micro-batches per GPU per optimizer step."""
+    """Micro-batches per data-parallel rank per optimizer step."""
     memory: MemoryPerGPU
     memory_capacity: int
     """Bytes of memory per GPU."""
@@ -293,13 +392,21 @@ class TrainingPlan:
     hardware_utilization: float
     """Share of the peak the hardware must sustain for ``mfu``, recomputation included (4/3 x with checkpointing)."""
     comm_bytes_per_step: int
-    """Bytes each GPU sends per optimizer step (DDP all-reduce, or FSDP all-gathers + reduce-scatters)."""
+    """Bytes each GPU sends per optimizer step for data parallelism (DDP all-reduce, or FSDP all-gathers +
+    reduce-scatters)."""
     comm_time_s: float
-    """``comm_bytes_per_step`` at the slowest link of the ring."""
+    """``comm_bytes_per_step`` at the slowest link of the data-parallel ring."""
+    tensor_parallel_comm_bytes_per_step: int
+    """Bytes each GPU sends per optimizer step within its tensor-parallel group (activations' all-gathers and
+    reduce-scatters); 0 without tensor parallelism."""
+    tensor_parallel_comm_time_s: float
+    """``tensor_parallel_comm_bytes_per_step`` at the group's link (NVLink when the group fits in a node)."""
     train_tokens: int | None
     train_days: float | None
     problems: tuple[str, ...]
     """Why the plan cannot run as stated (memory, batch too small for the GPUs, communication-bound), or empty."""
+    notes: tuple[str, ...] = ()
+    """What runs but costs (a tensor-parallel group that crosses nodes), or empty."""
 
     @property
     def ok(self) -> bool:
@@ -310,12 +417,15 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
                   activation_checkpointing: bool = False, seq_len: int | None = None,
                   batch_tokens: int | str = "16M", micro_batch: int = 1, mfu: float = 0.4,
                   train_tokens: int | str | None = None, gpus_per_node: int = 8,
-                  internode_gbps: float = INTERNODE_GBPS, model: str | None = None) -> TrainingPlan:
-    """Memory per GPU, step time and feasibility of training ``config`` with data parallelism.
+                  internode_gbps: float = INTERNODE_GBPS, tensor_parallel: int = 1,
+                  model: str | None = None) -> TrainingPlan:
+    """Memory per GPU, step time and feasibility of training ``config`` with data parallelism, optionally with
+    tensor parallelism over groups of ``tensor_parallel`` GPUs (FSDP only).
 
     ``seq_len`` defaults to 8,192 (Llama 3's pre-training context) or the model's ``max_seq_len`` if shorter;
-    ``batch_tokens`` (``"16M"`` = 2^24) must be a whole number of sequences; ``micro_batch`` sequences per GPU go
-    through each forward/backward, and gradient accumulation makes up the rest of the batch.
+    ``batch_tokens`` (``"16M"`` = 2^24) must be a whole number of sequences; ``micro_batch`` sequences per
+    data-parallel rank (per GPU without tensor parallelism) go through each forward/backward, and gradient
+    accumulation makes up the rest of the batch.
     """
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; choose one of: {', '.join(GPUS)}")
@@ -323,33 +433,52 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
     seq_len = seq_len or min(8192, config.max_seq_len)
     batch_tokens = parse_count(batch_tokens, binary=True)
     for name, value in (("gpus", gpus), ("seq_len", seq_len), ("batch_tokens", batch_tokens),
-                        ("micro_batch", micro_batch), ("gpus_per_node", gpus_per_node)):
+                        ("micro_batch", micro_batch), ("gpus_per_node", gpus_per_node),
+                        ("tensor_parallel", tensor_parallel)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
     if batch_tokens % seq_len:
         raise ValueError(f"batch_tokens ({batch_tokens:,}) must be a whole number of {seq_len:,}-token sequences")
+    tp = tensor_parallel
+    if tp > 1:
+        if parallel != "fsdp":
+            raise ValueError(f"tensor parallelism composes with FSDP only (a 2D mesh), as in minillama's trainer: "
+                             f"{parallel!r} would average the ranks' different slices of each weight; use "
+                             f"--parallel fsdp with --tp {tp}")
+        if gpus % tp:
+            raise ValueError(f"{gpus:,} GPUs cannot form tensor-parallel groups of {tp}: use a multiple of {tp} GPUs")
+        # imported here: the rest of the planner is arithmetic and does not need torch.distributed
+        from minillama.parallel.tensor_parallel import check_tensor_parallel
+
+        check_tensor_parallel(config, tp, seq_len)
+    data_parallel = gpus // tp
 
     problems: list[str] = []
+    notes: list[str] = []
     sequences = batch_tokens // seq_len
     if seq_len > config.max_seq_len:
         problems.append(f"sequence length {seq_len:,} exceeds the model's max_seq_len {config.max_seq_len:,}")
-    if sequences < gpus:
-        problems.append(f"the batch has {sequences:,} sequences, fewer than the {gpus:,} GPUs: data parallelism "
-                        f"needs at least {gpus * seq_len:,} tokens per batch here, or tensor/pipeline parallelism")
-        per_gpu = 1
+    # the units the batch is dealt to: GPUs, or data-parallel ranks of tp GPUs each
+    ranks = f"{gpus:,} GPUs" if tp == 1 else f"{data_parallel:,} data-parallel ranks ({gpus:,} GPUs / TP {tp})"
+    rank = "GPU" if tp == 1 else "data-parallel rank"
+    if sequences < data_parallel:
+        problems.append(f"the batch has {sequences:,} sequences, fewer than the {ranks}: data parallelism needs at "
+                        f"least {data_parallel * seq_len:,} tokens per batch here, or "
+                        f"{'more ' if tp > 1 else ''}tensor/pipeline parallelism")
+        per_rank = 1
     else:
-        per_gpu = sequences // gpus
-        if sequences % gpus:
-            problems.append(f"{sequences:,} sequences do not split evenly over {gpus:,} GPUs")
-    micro_batch = min(micro_batch, per_gpu)
-    if per_gpu % micro_batch:
-        problems.append(f"{per_gpu} sequences per GPU are not a whole number of micro-batches of {micro_batch}")
-    grad_accum_steps = max(1, per_gpu // micro_batch)
+        per_rank = sequences // data_parallel
+        if sequences % data_parallel:
+            problems.append(f"{sequences:,} sequences do not split evenly over {ranks}")
+    micro_batch = min(micro_batch, per_rank)
+    if per_rank % micro_batch:
+        problems.append(f"{per_rank} sequences per {rank} are not a whole number of micro-batches of {micro_batch}")
+    grad_accum_steps = max(1, per_rank // micro_batch)
 
     memory = memory_per_gpu(config, gpus=gpus, parallel=parallel, activation_checkpointing=activation_checkpointing,
-                            tokens_per_micro_batch=micro_batch * seq_len)
+                            tokens_per_micro_batch=micro_batch * seq_len, tensor_parallel=tp)
     capacity = int(spec.memory_gb * 1e9)
     fits = memory.total <= capacity
     if not fits:
@@ -360,33 +489,56 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
     step_time = batch_tokens / tokens_per_s
 
     n_params = config.num_params()
-    ring = (gpus - 1) / gpus
+    ring = (data_parallel - 1) / data_parallel
     if parallel == "ddp":
         comm_bytes = int(2 * BYTES_GRADIENTS * n_params * ring)
     else:
-        comm_bytes = int(grad_accum_steps * 3 * BYTES_WEIGHTS * n_params * ring)
+        comm_bytes = int(grad_accum_steps * 3 * BYTES_WEIGHTS * tensor_parallel_params(config, tp) * ring)
     link_gbps = spec.link_gbps if gpus <= gpus_per_node else min(spec.link_gbps, internode_gbps)
     comm_time = comm_bytes / (link_gbps * 1e9)
     if comm_time > step_time:
         problems.append(f"communication ({comm_time:,.1f} s per step at {link_gbps:g} GB/s) takes longer than the "
                         f"computation ({step_time:,.1f} s at {mfu:.0%} MFU): the stated MFU is out of reach")
 
+    hardware_utilization = mfu * (4 / 3 if activation_checkpointing else 1)
+    tp_comm_bytes = grad_accum_steps * tensor_parallel_comm_bytes(config, micro_batch * seq_len,
+                                                                  activation_checkpointing, tp)
+    # tensor-parallel groups are tp consecutive GPUs: on NVLink if they fit evenly in the nodes
+    tp_crosses_nodes = gpus > gpus_per_node and gpus_per_node % tp != 0
+    tp_link_gbps = min(spec.link_gbps, internode_gbps) if tp_crosses_nodes else spec.link_gbps
+    tp_comm_time = tp_comm_bytes / (tp_link_gbps * 1e9)
+    if tp_crosses_nodes:
+        notes.append(f"tensor-parallel groups of {tp} GPUs do not fit evenly in nodes of {gpus_per_node}: their "
+                     f"per-block collectives cross the network at {tp_link_gbps:g} GB/s instead of NVLink's "
+                     f"{spec.link_gbps:g} GB/s; keep --tp a divisor of the GPUs per node")
+    compute_time = step_time * hardware_utilization  # the FLOPs, recomputation included, at the GPUs' peak
+    if tp > 1 and compute_time + tp_comm_time > step_time:
+        problems.append(f"tensor-parallel communication ({tp_comm_time:,.1f} s per step at {tp_link_gbps:g} GB/s, "
+                        f"not overlapped with the matmuls that wait for it) and the computation at peak "
+                        f"({compute_time:,.1f} s) do not fit in the {step_time:,.1f} s step of {mfu:.0%} MFU")
+
     train_tokens = parse_count(train_tokens) if train_tokens is not None else None
     train_days = train_tokens / tokens_per_s / 86400 if train_tokens is not None else None
     return TrainingPlan(
         model=model or _preset_name(config), n_params=n_params, gpu=gpu, gpus=gpus, parallel=parallel,
-        activation_checkpointing=activation_checkpointing, seq_len=seq_len, batch_tokens=batch_tokens,
-        micro_batch=micro_batch, grad_accum_steps=grad_accum_steps, memory=memory, memory_capacity=capacity,
-        fits=fits, mfu=mfu, flops_per_token=flops_per_token, step_time_s=step_time, tokens_per_s=tokens_per_s,
-        tokens_per_day=tokens_per_s * 86400, hardware_utilization=mfu * (4 / 3 if activation_checkpointing else 1),
-        comm_bytes_per_step=comm_bytes, comm_time_s=comm_time, train_tokens=train_tokens, train_days=train_days,
-        problems=tuple(problems),
+        tensor_parallel=tp, data_parallel=data_parallel, activation_checkpointing=activation_checkpointing,
+        seq_len=seq_len, batch_tokens=batch_tokens, micro_batch=micro_batch, grad_accum_steps=grad_accum_steps,
+        memory=memory, memory_capacity=capacity, fits=fits, mfu=mfu, flops_per_token=flops_per_token,
+        step_time_s=step_time, tokens_per_s=tokens_per_s, tokens_per_day=tokens_per_s * 86400,
+        hardware_utilization=hardware_utilization, comm_bytes_per_step=comm_bytes, comm_time_s=comm_time,
+        tensor_parallel_comm_bytes_per_step=tp_comm_bytes, tensor_parallel_comm_time_s=tp_comm_time,
+        train_tokens=train_tokens, train_days=train_days, problems=tuple(problems), notes=tuple(notes),
     )
 
 
-def plan_grid(config: ModelConfig, *, parallels: tuple[str, ...] = ("ddp", "fsdp"),
+def plan_grid(config: ModelConfig, *, parallels: tuple[str, ...] | None = None,
               checkpointing: tuple[bool, ...] = (False, True), **kwargs) -> list[TrainingPlan]:
-    """:func:`plan_training` for each data-parallel strategy, without and with activation checkpointing."""
+    """:func:`plan_training` for each data-parallel strategy, without and with activation checkpointing.
+
+    ``parallels`` defaults to DDP and FSDP, or to FSDP alone with ``tensor_parallel`` > 1 (which needs FSDP).
+    """
+    if parallels is None:
+        parallels = ("ddp", "fsdp") if kwargs.get("tensor_parallel", 1) == 1 else ("fsdp",)
     return [plan_training(config, parallel=parallel, activation_checkpointing=ac, **kwargs)
             for parallel in parallels for ac in checkpointing]
 
@@ -402,19 +554,33 @@ def _gb(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:,.1f}"
 
 
+def plan_label(plan: TrainingPlan) -> str:
+    """A plan's column name: ``"FSDP"``, ``"DDP + AC"``, ``"FSDP x TP8 + AC"``."""
+    tensor_parallel = f" x TP{plan.tensor_parallel}" if plan.tensor_parallel > 1 else ""
+    return plan.parallel.upper() + tensor_parallel + (" + AC" if plan.activation_checkpointing else "")
+
+
 def format_plans(plans: list[TrainingPlan]) -> str:
-    """A side-by-side table of plans that share a model, GPU count and batch (the output of ``minillama plan``)."""
+    """A side-by-side table of plans that share a model, GPU count, tensor-parallel degree and batch (the output of
+    ``minillama plan``)."""
     first = plans[0]
     spec = GPUS[first.gpu]
     sequences = first.batch_tokens // first.seq_len
+    tensor_parallel = any(p.tensor_parallel > 1 for p in plans)
     lines = [
         f"{first.model}: {first.n_params / 1e9:,.2f} B parameters on {first.gpus:,} x {spec.name} "
         f"({spec.memory_gb:g} GB, {spec.peak_tflops:g} TFLOP/s {spec.compute_dtype} dense)",
+    ]
+    if tensor_parallel:
+        lines.append(f"mesh: {first.data_parallel:,} data-parallel ranks (FSDP) x {first.tensor_parallel} "
+                     f"tensor-parallel GPUs (with sequence parallelism)")
+    lines += [
         f"batch: {first.batch_tokens:,} tokens = {sequences:,} sequences of {first.seq_len:,}; "
-        f"per GPU {first.micro_batch} x {first.grad_accum_steps} accumulation step(s)",
+        f"per {'data-parallel rank' if tensor_parallel else 'GPU'} {first.micro_batch} x {first.grad_accum_steps} "
+        f"accumulation step(s)",
         "",
     ]
-    names = [p.parallel.upper() + (" + AC" if p.activation_checkpointing else "") for p in plans]
+    names = [plan_label(p) for p in plans]
     width = max(12, *(len(n) + 2 for n in names))
     row = "{:<38}" + f"{{:>{width}}}" * len(plans)
     lines.append(row.format("memory per GPU (GB)", *names))
@@ -423,8 +589,16 @@ def format_plans(plans: list[TrainingPlan]) -> str:
                        ("activations", "activations"), ("total", "total")):
         lines.append(row.format("  " + label, *(_gb(getattr(p.memory, key)) for p in plans)))
     lines.append(row.format(f"fits in {spec.memory_gb:g} GB?", *("yes" if p.fits else "NO" for p in plans)))
-    lines.append(row.format("communication per step (GB/GPU)", *(_gb(p.comm_bytes_per_step) for p in plans)))
-    lines.append(row.format("communication time per step (s)", *(f"{p.comm_time_s:,.1f}" for p in plans)))
+    if tensor_parallel:
+        lines.append(row.format("DP communication per step (GB/GPU)", *(_gb(p.comm_bytes_per_step) for p in plans)))
+        lines.append(row.format("DP communication time per step (s)", *(f"{p.comm_time_s:,.1f}" for p in plans)))
+        lines.append(row.format("TP communication per step (GB/GPU)",
+                                *(_gb(p.tensor_parallel_comm_bytes_per_step) for p in plans)))
+        lines.append(row.format("TP communication time per step (s)",
+                                *(f"{p.tensor_parallel_comm_time_s:,.1f}" for p in plans)))
+    else:
+        lines.append(row.format("communication per step (GB/GPU)", *(_gb(p.comm_bytes_per_step) for p in plans)))
+        lines.append(row.format("communication time per step (s)", *(f"{p.comm_time_s:,.1f}" for p in plans)))
     lines.append(row.format("hardware utilization needed", *(f"{p.hardware_utilization:.0%}" for p in plans)))
     lines += [
         "",
@@ -435,10 +609,14 @@ def format_plans(plans: list[TrainingPlan]) -> str:
     if first.train_tokens is not None:
         lines.append(f"{first.train_tokens / 1e12:,.2f} T tokens take {first.train_days:,.1f} days")
     problems: dict[str, list[str]] = {}  # problem -> the columns that have it
+    notes: dict[str, list[str]] = {}
     for name, plan in zip(names, plans, strict=True):
         for problem in plan.problems:
             problems.setdefault(problem, []).append(name)
+        for note in plan.notes:
+            notes.setdefault(note, []).append(name)
     lines += [f"{', '.join(columns)}: {problem}" for problem, columns in problems.items()]
+    lines += [f"note ({', '.join(columns)}): {note}" for note, columns in notes.items()]
     return "\n".join(lines)
 
 
@@ -446,6 +624,7 @@ def plan_to_dict(plan: TrainingPlan) -> dict:
     """JSON-ready form of a plan (the ``--json`` output)."""
     data = dataclasses.asdict(plan)
     data["problems"] = list(plan.problems)
+    data["notes"] = list(plan.notes)
     data["ok"] = plan.ok
     return data
 
@@ -461,7 +640,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", default="16M",
                         help="tokens per optimizer step; K/M suffixes are powers of two, 16M = 2^24 (default 16M)")
     parser.add_argument("--micro-batch", type=int, default=1, help="sequences per GPU per forward (default 1)")
-    parser.add_argument("--parallel", choices=["ddp", "fsdp"], default=None, help="one strategy (default: both)")
+    parser.add_argument("--parallel", choices=["ddp", "fsdp"], default=None,
+                        help="one strategy (default: both, or FSDP alone with --tp)")
+    parser.add_argument("--tp", "--tensor-parallel", dest="tensor_parallel", type=int, default=1,
+                        help="GPUs per tensor-parallel group, with sequence parallelism; needs FSDP, which shards "
+                             "over the other dimension of the mesh (default 1: none)")
     parser.add_argument("--ac", choices=["none", "full"], default=None,
                         help="activation checkpointing (default: show both)")
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization for the timings (default 0.4)")
@@ -473,13 +656,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parallels = (args.parallel,) if args.parallel else ("ddp", "fsdp")
+    parallels = (args.parallel,) if args.parallel else None
     checkpointing = (args.ac == "full",) if args.ac else (False, True)
     try:
         plans = plan_grid(get_preset(args.preset), parallels=parallels, checkpointing=checkpointing, gpus=args.gpus,
                           gpu=args.gpu, seq_len=args.seq, batch_tokens=args.batch_tokens, micro_batch=args.micro_batch,
                           mfu=args.mfu, train_tokens=args.train_tokens, gpus_per_node=args.gpus_per_node,
-                          internode_gbps=args.internode_gbps, model=args.preset)
+                          internode_gbps=args.internode_gbps, tensor_parallel=args.tensor_parallel,
+                          model=args.preset)
     except ValueError as error:
         print(f"minillama plan: {error}")
         return 2

@@ -1,4 +1,5 @@
-"""``minillama plan`` vs hand calculations, PyTorch's own bookkeeping, and the Llama 3 paper's setup."""
+"""``minillama plan`` vs hand calculations, PyTorch's own bookkeeping (autograd's saved tensors, DTensor's
+collectives on 2 CPU processes), and the Llama 3 paper's setup."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from _parallel_helpers import spawn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import checkpoint
 
 from minillama.cli import main
@@ -16,12 +19,16 @@ from minillama.plan import (
     GPUS,
     activation_bytes,
     block_activation_bytes,
+    format_plans,
     gpu_for_device_name,
     head_activation_bytes,
     largest_fsdp_unit,
     parse_count,
     plan_grid,
+    plan_to_dict,
     plan_training,
+    tensor_parallel_comm_bytes,
+    tensor_parallel_params,
 )
 
 N_8B = 8_030_261_248  # Llama 3.1 8B parameters (checked against Meta's model in test_config)
@@ -62,20 +69,44 @@ def test_activation_formula_by_hand():
     assert checkpointed == tokens * (32 * 2 * 4096 + 168_064 + 4 * 4096 + 8 * 128_256)
 
 
-def measured_saved_bytes(config, tokens: int, checkpointing: bool) -> int:
-    """Bytes autograd saves for one forward of a bf16 model on ``tokens`` tokens, parameters excluded."""
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The plain tensor that holds a tensor's bytes on this rank: a DTensor's local shard, the tensor inside a
+    functional collective's wrapper."""
+    from torch.distributed.tensor import DTensor
+
+    while type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        if isinstance(tensor, DTensor):
+            tensor = tensor._local_tensor
+        else:
+            inner, _ = tensor.__tensor_flatten__()
+            tensor = getattr(tensor, inner[0])
+    return tensor
+
+
+def _model(config, checkpointing: bool, tp_mesh=None):
+    """A bf16 ``Llama``, split over ``tp_mesh`` if given, with full activation checkpointing block by block."""
     from minillama.model import Llama
 
     torch.manual_seed(0)
     model = Llama(config).to(torch.bfloat16)
-    if checkpointing:  # full activation checkpointing, block by block
+    if tp_mesh is not None:
+        from minillama.parallel.tensor_parallel import apply_tensor_parallel
+
+        apply_tensor_parallel(model, tp_mesh)
+    if checkpointing:  # as minillama.train.wrapping does
         for block in model.layers:
             block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return model
+
+
+def measured_saved_bytes(config, tokens: int, checkpointing: bool, tp_mesh=None) -> int:
+    """Bytes autograd saves on this rank for one forward of a bf16 model on ``tokens`` tokens, parameters excluded."""
+    model = _model(config, checkpointing, tp_mesh)
+    parameters = {_local(p).untyped_storage().data_ptr() for p in model.parameters()}
     storages = {}
 
     def pack(tensor):
-        storage = tensor.untyped_storage()
+        storage = _local(tensor).untyped_storage()
         if storage.data_ptr() not in parameters:
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
@@ -104,6 +135,87 @@ def test_activation_formula_vs_autograd():
                 assert added == tokens * 2 * config.dim
             else:
                 assert added == tokens * (block_activation_bytes(config) + 16 * config.dim + 8)
+
+
+class CollectiveBytes(TorchDispatchMode):
+    """Adds up the full size, in bytes, of each collective that DTensor issues as a functional collective (an
+    all-gather's input is this rank's shard, a reduce-scatter's the whole tensor); waits and autograd wrappers are
+    not collectives."""
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+        self.full_bytes = 0
+        self.kinds: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kind = func.__name__.split(".")[0]
+        if func.namespace == "_c10d_functional" and kind not in ("wait_tensor", "_wrap_tensor_autograd"):
+            self.kinds.add(kind)
+            size = args[0].numel() * args[0].element_size()
+            self.full_bytes += size * self.group_size if kind == "all_gather_into_tensor" else size
+        return func(*args, **(kwargs or {}))
+
+
+def _tensor_parallel_measurements(rank: int, world_size: int, port: int, out: str) -> None:
+    """On each of 2 gloo processes: saved bytes with and without the blocks split over both, and the collectives of
+    one forward + backward. Rank 0 writes them to ``out``."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("gloo")
+    mesh = init_device_mesh("cpu", (world_size,), mesh_dim_names=("tp",))
+    tokens, results = 32, {}
+    for name in ("nano", "tiny"):
+        config = get_preset(name, tie_embeddings=False)
+        deeper = get_preset(name, tie_embeddings=False, n_layers=config.n_layers + 1)
+        for checkpointing in (False, True):
+            key = f"{name}_{'ac' if checkpointing else 'full'}"
+            split = measured_saved_bytes(config, tokens, checkpointing, mesh)
+            results[key] = {
+                "saved": measured_saved_bytes(config, tokens, checkpointing),
+                "saved_tp": split,
+                "block_tp": measured_saved_bytes(deeper, tokens, checkpointing, mesh) - split,
+            }
+            model = _model(config, checkpointing, mesh)
+            ids = torch.randint(0, config.vocab_size, (1, tokens))
+            with CollectiveBytes(world_size) as collectives:
+                F.cross_entropy(model(ids).float().flatten(0, 1), ids.flatten()).backward()
+            results[key].update(comm_full_bytes=collectives.full_bytes, comm_kinds=sorted(collectives.kinds))
+    if rank == 0:
+        with open(out, "w") as file:
+            json.dump(results, file)
+    dist.destroy_process_group()
+
+
+def test_tensor_parallel_activations_and_communication_vs_dtensor(tmp_path):
+    """The planner's tensor-parallel counts vs minillama's DTensor implementation on 2 CPU processes (gloo), bf16.
+
+    Per block, what autograd saves: the formula plus eager RMSNorm's fp32 copies, now split over positions too
+    (``(16 d + 8) / tp``); checkpointed, the block's input split over positions. Whole model: going from 1 to 2
+    ranks saves what the planner says (blocks and head) plus half the eager copies (the final norm's ``8 d + 4``
+    included). The collectives of one forward + backward: all-gathers and reduce-scatters only, whose full sizes
+    add up to the planner's bytes divided by ``(tp - 1) / tp``.
+    """
+    out = tmp_path / "measured.json"
+    spawn(_tensor_parallel_measurements, str(out), world_size=2)
+    measured = json.loads(out.read_text())
+    tokens, tp = 32, 2
+    for name in ("nano", "tiny"):
+        config = get_preset(name, tie_embeddings=False)
+        d, layers = config.dim, config.n_layers
+        for checkpointing in (False, True):
+            result = measured[f"{name}_{'ac' if checkpointing else 'full'}"]
+            if checkpointing:
+                assert result["block_tp"] == tokens * 2 * d // tp
+            else:
+                assert result["block_tp"] == tokens * (block_activation_bytes(config, tp) + (16 * d + 8) // tp)
+                planned = (activation_bytes(config, tokens, False) - activation_bytes(config, tokens, False, tp))
+                eager = tokens * (layers * (16 * d + 8) + 8 * d + 4) // tp
+                assert result["saved"] - result["saved_tp"] == planned + eager
+            assert result["comm_kinds"] == ["all_gather_into_tensor", "reduce_scatter_tensor"]
+            assert result["comm_full_bytes"] * (tp - 1) // tp == tensor_parallel_comm_bytes(
+                config, tokens, checkpointing, tp)
 
 
 def test_step_time_and_tokens_per_day_by_hand():
@@ -174,6 +286,153 @@ def test_405b_llama3_setup():
     assert widest.fits and widest.ok and widest.grad_accum_steps == 1
 
 
+# --- tensor parallelism ---------------------------------------------------------------------------------------------
+
+TINY_4097 = dict(tie_embeddings=False, vocab_size=4097)  # tiny untied, with a vocabulary that 2 and 4 do not divide
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_tensor_parallel_memory_by_hand(tp):
+    """tiny (d = 256, 4 layers, H = 8, K = 4, head_dim = 32, f = 704) with V = 4,097 on 4 data-parallel ranks of tp
+    GPUs; 16 sequences of 256 tokens, micro-batches of 2: 2 accumulation steps of 512 tokens."""
+    config = get_preset("tiny", **TINY_4097)
+    assert (config.ffn_hidden_dim, config.num_params()) == (704, 5_049_088)
+    matrices = 256 * 32 * (2 * 8 + 2 * 4) + 3 * 256 * 704  # wq wo, wk wv; w1 w2 w3: 737,280 per block
+    rows = {2: 2049, 4: 1025}[tp]  # ceil(4097 / tp) vocabulary rows on the rank with the most
+    params = 4 * matrices // tp + (2 * 4 + 1) * 256 + 2 * rows * 256  # + replicated norms + embedding and head
+    assert tensor_parallel_params(config, tp) == params == {2: 2_525_952, 4: 1_264_384}[tp]
+    assert largest_fsdp_unit(config, tp) == rows * 256 > matrices // tp + 2 * 256  # a vocabulary slice, not a block
+
+    plan = plan_training(config, gpus=4 * tp, parallel="fsdp", seq_len=256, batch_tokens=16 * 256, micro_batch=2,
+                         tensor_parallel=tp)
+    assert (plan.data_parallel, plan.micro_batch, plan.grad_accum_steps) == (4, 2, 2)
+    assert plan.memory.weights == -(-2 * params // 4) and plan.memory.optimizer == -(-12 * params // 4)
+    assert plan.memory.fsdp_buffers == 3 * 2 * rows * 256
+
+    # activations per token: the block's gathered matmul inputs whole (4 d), the rest / tp; the head's log-probs whole
+    block = 4 * 256 + (8 * 256 + 4 * 128 + 8 * 704 + 4 * 8) // tp
+    assert block_activation_bytes(config, tp) == block == {2: 5136, 4: 3080}[tp]
+    head = 2 * 256 // tp + 2 * 256 + 8 * 4097
+    assert head_activation_bytes(config, tp) == head
+    assert plan.memory.activations == 512 * (4 * block + head)
+    checkpointed = plan_training(config, gpus=4 * tp, parallel="fsdp", activation_checkpointing=True, seq_len=256,
+                                 batch_tokens=16 * 256, micro_batch=2, tensor_parallel=tp)
+    assert checkpointed.memory.activations == 512 * (4 * 2 * 256 // tp + block + head)
+
+    # communication per micro-batch: S = 512 x 256 bf16 = 262,144 bytes; per block 4 S forward + 4 S backward
+    # (+ 3 S recomputed), embedding 2 S, head input 2 S, logits 512 x 4,097 bf16; (tp - 1) / tp of each per GPU
+    activation, logits = 512 * 256 * 2, 512 * 4097 * 2
+    assert plan.tensor_parallel_comm_bytes_per_step == 2 * ((4 * 8 + 4) * activation + logits) * (tp - 1) // tp
+    assert checkpointed.tensor_parallel_comm_bytes_per_step == 2 * ((4 * 11 + 4) * activation + logits) * (tp - 1) // tp
+    assert plan.tensor_parallel_comm_time_s == pytest.approx(plan.tensor_parallel_comm_bytes_per_step / 450e9)
+    # FSDP: gather, gather, reduce-scatter of the slice's bf16 weights per micro-step over 4 data-parallel ranks
+    assert plan.comm_bytes_per_step == int(2 * 3 * 2 * params * 3 / 4)
+    link = 450e9 if 4 * tp <= 8 else 50e9  # 16 GPUs: the data-parallel ring spans two nodes
+    assert plan.comm_time_s == pytest.approx(plan.comm_bytes_per_step / link)
+    assert plan.fits and not plan.notes
+    # a 5M-parameter model computes a step in microseconds: its activations' traffic cannot hide behind that
+    assert any(problem.startswith("tensor-parallel communication") for problem in plan.problems)
+
+
+def test_tensor_parallel_of_one_is_data_parallelism():
+    """tp = 1 changes nothing: the same numbers as the data-parallel planner (pinned by the tests above)."""
+    config = get_preset("llama3.1-8b")
+    for parallel in ("ddp", "fsdp"):
+        for ac in (False, True):
+            plain = plan_training(config, gpus=16, parallel=parallel, activation_checkpointing=ac)
+            assert plan_training(config, gpus=16, parallel=parallel, activation_checkpointing=ac,
+                                 tensor_parallel=1) == plain
+            assert plain.tensor_parallel == 1 and plain.data_parallel == 16
+            assert plain.tensor_parallel_comm_bytes_per_step == 0 and plain.tensor_parallel_comm_time_s == 0
+    assert tensor_parallel_params(config, 1) == N_8B and largest_fsdp_unit(config, 1) == 128_256 * 4096
+    assert block_activation_bytes(config, 1) == 168_064 and head_activation_bytes(config, 1) == 4 * 4096 + 8 * 128_256
+    assert tensor_parallel_comm_bytes(config, 8192, True, 1) == 0
+    table = format_plans(plan_grid(config, gpus=16))
+    assert "TP" not in table and "mesh" not in table and "per GPU 1 x 128" in table
+
+
+def test_tensor_parallel_errors_are_messages():
+    tiny = get_preset("tiny", tie_embeddings=False)  # 8 heads, 4 key/value heads
+    with pytest.raises(ValueError, match=r"splits n_heads \(8\) 3 ways"):
+        plan_training(tiny, gpus=6, seq_len=192, batch_tokens=6 * 192, tensor_parallel=3)
+    with pytest.raises(ValueError, match=r"splits n_kv_heads \(4\) 8 ways"):
+        plan_training(tiny, gpus=8, seq_len=256, batch_tokens=8 * 256, tensor_parallel=8)
+    with pytest.raises(ValueError, match="splits seq_len"):
+        plan_training(get_preset("llama3.1-8b"), gpus=16, seq_len=8190, batch_tokens=8190 * 16, tensor_parallel=4)
+    with pytest.raises(ValueError, match="10 GPUs cannot form tensor-parallel groups of 4"):
+        plan_training(get_preset("llama3.1-8b"), gpus=10, tensor_parallel=4)
+    with pytest.raises(ValueError, match="composes with FSDP only"):
+        plan_training(get_preset("llama3.1-8b"), gpus=16, parallel="ddp", tensor_parallel=8)
+    with pytest.raises(ValueError, match="tied embeddings"):
+        plan_training(get_preset("llama3.2-1b"), gpus=8, tensor_parallel=2)
+    with pytest.raises(ValueError, match="tensor_parallel must be a positive integer"):
+        plan_training(get_preset("llama3.1-8b"), gpus=8, tensor_parallel=0)
+
+
+def test_405b_with_tensor_parallelism_on_16384_gpus():
+    """Llama 3's 16,384 H100s = 2,048 data-parallel ranks x 8-way tensor parallelism: every rank gets one of the
+    batch's 2,048 sequences. With checkpointing, 16.8 GB per GPU; without, the blocks' activations alone are
+    126 x 8,192 x 135,744 bytes = 140 GB. Without tensor parallelism the batch cannot feed the GPUs."""
+    config = get_preset("llama3.1-405b")
+    plans = plan_grid(config, gpus=16384, seq_len=8192, batch_tokens=BATCH_16M, tensor_parallel=8)
+    assert [(p.parallel, p.activation_checkpointing) for p in plans] == [("fsdp", False), ("fsdp", True)]
+    full, checkpointed = plans
+    assert checkpointed.data_parallel == 2048 == BATCH_16M // 8192
+    assert checkpointed.micro_batch == 1 and checkpointed.grad_accum_steps == 1
+    assert checkpointed.fits and checkpointed.ok, checkpointed.problems
+    assert checkpointed.memory.total < 80e9 and round(checkpointed.memory.total / 1e9, 1) == 16.8
+    d, f, V = 16384, 53248, 128_256
+    block = 4 * d + (8 * d + 4 * 8 * 128 + 8 * f + 4 * 128) // 8
+    assert checkpointed.memory.activations == 8192 * (126 * 2 * d // 8 + block + 2 * d // 8 + 2 * d + 8 * V)
+    assert not full.fits and 126 * 8192 * block > 140e9
+
+    without = plan_training(config, gpus=16384, parallel="fsdp", activation_checkpointing=True, seq_len=8192,
+                            batch_tokens=BATCH_16M)
+    assert without.data_parallel == 16384 and not without.ok
+    assert any("fewer than the 16,384 GPUs" in problem for problem in without.problems)
+    # the same without tensor parallelism on 2,048 GPUs needs 70 GB, 4x the memory, and 8x the time per step
+    widest = plan_training(config, gpus=2048, parallel="fsdp", activation_checkpointing=True, seq_len=8192,
+                           batch_tokens=BATCH_16M)
+    assert widest.memory.total > 4 * checkpointed.memory.total
+    assert widest.step_time_s == pytest.approx(8 * checkpointed.step_time_s)
+
+
+def test_70b_on_64_gpus_tensor_parallel_vs_fsdp_alone():
+    """8 nodes of 8 H100s, 4M-token batches. 8-way tensor parallelism inside each node leaves 8 data-parallel ranks:
+    the memory it frees buys micro-batches of 4 sequences, and FSDP then gathers a slice of an eighth of the model
+    16 times a step instead of the whole model 8 times, over the same network."""
+    config = get_preset("llama3.1-70b")
+    common = dict(gpus=64, parallel="fsdp", activation_checkpointing=True, seq_len=8192, batch_tokens="4M")
+    fsdp = plan_training(config, **common)
+    tensor = plan_training(config, micro_batch=4, tensor_parallel=8, **common)
+    assert fsdp.fits and tensor.fits and tensor.ok
+    assert (tensor.data_parallel, tensor.micro_batch, tensor.grad_accum_steps) == (8, 4, 16)
+    assert tensor.step_time_s == fsdp.step_time_s  # no extra model FLOPs
+    slice_params = tensor_parallel_params(config, 8)
+    assert tensor.comm_bytes_per_step == int(16 * 3 * 2 * slice_params * 7 / 8)
+    assert tensor.comm_time_s == pytest.approx(tensor.comm_bytes_per_step / 50e9)
+    assert tensor.comm_time_s < fsdp.comm_time_s / 4
+    assert tensor.tensor_parallel_comm_time_s == pytest.approx(tensor.tensor_parallel_comm_bytes_per_step / 450e9)
+    # the same slice on one micro-batch at a time: 64 accumulation steps, the FSDP traffic back near FSDP alone's
+    one = plan_training(config, tensor_parallel=8, **common)
+    assert one.grad_accum_steps == 64 and one.comm_time_s > 0.8 * fsdp.comm_time_s
+
+
+def test_tensor_parallel_across_nodes_is_a_note_and_may_be_a_problem():
+    config = get_preset("llama3.1-8b")
+    inside = plan_training(config, gpus=16, tensor_parallel=8, activation_checkpointing=True)
+    assert not inside.notes and inside.ok
+    across = plan_training(config, gpus=16, tensor_parallel=8, activation_checkpointing=True, gpus_per_node=4)
+    assert any("cross the network at 50 GB/s" in note for note in across.notes)
+    assert across.tensor_parallel_comm_time_s == pytest.approx(across.tensor_parallel_comm_bytes_per_step / 50e9)
+    # 8B is small for 8-way tensor parallelism: over the network its collectives outlast the step's spare time
+    assert (across.step_time_s * across.hardware_utilization + across.tensor_parallel_comm_time_s
+            > across.step_time_s)
+    assert any(problem.startswith("tensor-parallel communication") for problem in across.problems)
+    assert not any(problem.startswith("tensor-parallel communication") for problem in inside.problems)
+    assert "note (FSDP x TP8 + AC): tensor-parallel groups of 8 GPUs" in format_plans([across])
+
+
 def test_gpu_table():
     assert GPUS["h100"].peak_tflops == 989 and GPUS["h100"].memory_gb == 80
     assert GPUS["h100"].ridge_point == pytest.approx(295, abs=1)  # 989 TFLOP/s / 3.35 TB/s
@@ -230,6 +489,26 @@ def test_cli_json(capsys):
     assert plans[0]["n_params"] == 70_553_706_496 and plans[0]["batch_tokens"] == BATCH_16M
     assert [p["fits"] for p in plans] == [False, False, False, True]
     assert plans[3]["memory"]["weights"] == -(-2 * 70_553_706_496 // 64)
+
+
+def test_cli_tensor_parallel(capsys):
+    argv = ["plan", "--preset", "llama3.1-405b", "--gpus", "16384", "--tp", "8", "--seq", "8192",
+            "--batch-tokens", "16M", "--ac", "full"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "mesh: 2,048 data-parallel ranks (FSDP) x 8 tensor-parallel GPUs" in out
+    assert "FSDP x TP8 + AC" in out and "DDP" not in out.replace("FSDP", "")
+    assert "TP communication time per step (s)" in out and "DP communication per step (GB/GPU)" in out
+    assert "per data-parallel rank 1 x 1" in out and "fits in 80 GB?" in out and "NO" not in out
+    assert main([*argv[:-2], "--json"]) == 0  # the grid with tp: FSDP without and with checkpointing
+    plans = json.loads(capsys.readouterr().out)
+    assert [(p["parallel"], p["tensor_parallel"], p["data_parallel"], p["activation_checkpointing"])
+            for p in plans] == [("fsdp", 8, 2048, False), ("fsdp", 8, 2048, True)]
+    assert plans[1]["ok"] and plans[1]["notes"] == [] and plans[1]["tensor_parallel_comm_bytes_per_step"] > 0
+    assert plan_to_dict(plan_training(get_preset("llama3.1-8b"), gpus=8))["tensor_parallel"] == 1
+    assert main(["plan", "--preset", "llama3.1-405b", "--gpus", "16384", "--tensor-parallel", "8", "--parallel",
+                 "ddp"]) == 2
+    assert "composes with FSDP only" in capsys.readouterr().out
 
 
 def test_cli_table(capsys):
