@@ -60,14 +60,17 @@ def forward_backward(
 
 
 def gradient_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
-    """Skip the gradient all-reduce on all but the last micro-batch of a step (a no-op on one device).
+    """Skip DDP's gradient all-reduce on all but the last micro-batch of a step (a no-op on one device and under FSDP).
 
-    DDP exposes ``no_sync()``; FSDP2 modules expose ``set_requires_gradient_sync(bool)``. Reducing once per step
-    instead of once per micro-batch gives the same averaged gradient with ``1/grad_accum_steps`` of the traffic.
+    DDP (``no_sync()``): every rank holds whole gradients anyway, so accumulating them locally and all-reducing once
+    per step gives the same averaged gradient with ``1/grad_accum_steps`` of the traffic.
+
+    FSDP reduce-scatters after every micro-batch, on purpose. Deferring it (FSDP2's
+    ``set_requires_gradient_sync(False)``) would keep each unit's *unsharded* float32 gradient until the last
+    micro-batch: 4 bytes per parameter of the whole model on every GPU (280 GB for Llama 3 70B), which undoes the
+    gradient sharding that FSDP exists for. Like torchtitan, minillama pays ``grad_accum_steps`` reduce-scatters per
+    step to keep each GPU's gradient memory at ``1 / world_size`` of the model.
     """
-    if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(enabled)
-        return contextlib.nullcontext()
     if not enabled and hasattr(model, "no_sync"):
         return model.no_sync()
     return contextlib.nullcontext()
