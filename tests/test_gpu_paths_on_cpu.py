@@ -16,8 +16,9 @@ configs), steps the fused AdamW kernel on ``DTensor`` parameters (with a GradSca
   same float16 overflow steps;
 * ``clip_grad_norm_`` returns the global norm as a replicated ``DTensor``, equal to one process's (measured 3.4e-7).
 
-Two findings are ``xfail(strict=True)`` until the package is fixed: compile + activation checkpointing compiles
-nothing (the blocks run eagerly), and the trainer's samples compile new graphs of every block.
+Two bugs were found this way and fixed: compile + activation checkpointing compiled nothing (the blocks ran
+eagerly: ``train.wrapping.checkpointed``), and the trainer's samples compiled new graphs of every block (they now
+run eagerly).
 """
 
 from __future__ import annotations
@@ -160,17 +161,11 @@ def test_compile_with_activation_checkpointing_matches_eager(runs):
     assert_close(metric(runs.workdir / "fsdp_compile_ac"), metric(runs.workdir / "fsdp"), RTOL)
 
 
-@pytest.mark.xfail(strict=True, reason="apply_activation_checkpointing sets block.forward = partial(checkpoint, ...): "
-                                       "Dynamo skips torch.utils.checkpoint.checkpoint (a _disable_dynamo function) "
-                                       "as the first frame, so compile + AC runs every block eagerly")
 def test_compile_with_activation_checkpointing_runs_compiled_blocks(runs):
     assert runs.results["fsdp_compile_ac"]["calls"] > 0
     assert runs.results["gpu_recipe"]["calls"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="Trainer.samples generates through the compiled blocks: each layer_id (read "
-                                       "by cache.update), prompt length and decode position compiles another graph "
-                                       "(11 for 8 tokens of nano); past 8 layers Dynamo hits its recompile limit")
 def test_sampling_does_not_recompile_the_blocks(runs):
     assert runs.results["fsdp_compile"]["graphs_while_sampling"] == 0
 
@@ -304,8 +299,6 @@ def test_compile_reuses_one_graph_for_every_block(fresh_dynamo):
     assert (counter.graphs, counter.calls) == (1, 2 * 4)  # one graph, run by each of the 4 blocks, twice
 
 
-@pytest.mark.xfail(strict=True, reason="compile + activation checkpointing compiles nothing (see "
-                                       "test_compile_with_activation_checkpointing_runs_compiled_blocks)")
 def test_compiled_checkpointed_blocks_save_what_eager_checkpointing_saves(fresh_dynamo):
     tokens = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
     eager = _saved_activation_bytes(_wrapped(compile=False, activation_checkpointing=True), tokens)

@@ -166,6 +166,9 @@ class Trainer:
                 self.model = Llama(self.model_config)
         else:
             self.model = Llama(self.model_config).to(self.device)
+        if config.float8 and wrap_model is None:
+            raise ValueError("float8 is applied by minillama.parallel (chapters 8-9): run the `minillama train` "
+                             "command, or pass wrap_model (see minillama.parallel.training.single_device_wrapper)")
         self.train_model = (wrap_model or wrap_single_device)(self.model, config)
         if meta_init:
             self.model.to_empty(device=self.device)
@@ -279,8 +282,12 @@ class Trainer:
                                     if self.tensor_parallel > 1 else {})
         self.model.eval()
         texts = []
+        # Eagerly: through compiled blocks every layer (its KV-cache slot), prompt length and decode position would be
+        # one more graph to compile, for a few tokens (torch >= 2.6; older versions compile them).
+        eager = (torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance")
+                 else contextlib.nullcontext())
         for _ in range(config.num_samples):
-            with self.autocast():
+            with self.autocast(), eager:
                 ids = generate(self.model, prompt, max_new, temperature=config.temperature,
                                top_k=config.top_k or None, stop_tokens=[] if self.sharded else stops,
                                generator=generator, **tensor_parallel_sampling)[0].tolist()

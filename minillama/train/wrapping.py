@@ -17,6 +17,7 @@ Chapter 9's ``parallelize`` adds data parallelism (DDP or FSDP2) after these two
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -25,8 +26,23 @@ from torch.utils.checkpoint import checkpoint
 def apply_activation_checkpointing(model: torch.nn.Module) -> torch.nn.Module:
     """Recompute each block of ``model.layers`` in the backward pass instead of storing its activations."""
     for block in model.layers:
-        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+        block.forward = checkpointed(block.forward)
     return model
+
+
+def checkpointed(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``forward`` run under non-reentrant ``torch.utils.checkpoint``, through a function of our own.
+
+    Not ``functools.partial(checkpoint, forward)``: ``torch.compile`` never starts a graph at ``checkpoint`` (PyTorch
+    marks it as a function Dynamo must not trace from), so a compiled block whose forward *is* ``checkpoint`` runs
+    eagerly, silently. Called from this function, Dynamo captures the checkpoint as one recomputed region.
+    """
+
+    @functools.wraps(forward)
+    def run(*args, **kwargs) -> torch.Tensor:
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run
 
 
 def compile_blocks(model: torch.nn.Module) -> torch.nn.Module:
