@@ -406,3 +406,54 @@ def test_fp8_training_with_compile_lowers_the_loss_on_gpu():
             losses[float8].append(float(loss.detach()))
     assert losses[True][-1] < 0.6 * losses[True][0]
     assert abs(losses[True][-1] - losses[False][-1]) < 0.3
+
+
+# --- the training command: --float8 is a TrainConfig field, applied by minillama.parallel ---------------------------
+
+
+def test_float8_config_is_validated():
+    from minillama.train.config import TrainConfig
+
+    assert TrainConfig(float8=True, dtype="bfloat16").float8
+    with pytest.raises(ValueError, match="--dtype bfloat16"):
+        TrainConfig(float8=True, dtype="float16")
+    with pytest.raises(ValueError, match="tensor-parallel"):
+        TrainConfig(float8=True, parallel="fsdp", tensor_parallel=2)
+
+
+def test_float8_needs_bf16_autocast_and_no_tensor_parallelism():
+    from minillama.parallel.parallelize import ParallelConfig
+    from minillama.train.config import TrainConfig
+
+    config = TrainConfig(float8=True, parallel="fsdp")
+    with pytest.raises(ValueError, match="bfloat16"):  # "auto" on a CPU is float32
+        ParallelConfig.from_train_config(config, None)
+    assert ParallelConfig.from_train_config(config, torch.bfloat16).float8
+    with pytest.raises(ValueError, match="tensor parallelism"):
+        ParallelConfig(data_parallel="fsdp", tensor_parallel=2, float8=True)
+
+
+def test_float8_run_on_a_cpu_stops_with_the_reason(tmp_path, monkeypatch, capsys):
+    """``minillama train --float8`` where FP8 cannot run: an error that says why, before any step."""
+    from minillama.cli import main
+
+    monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("All the world's a stage, and all the men and women merely players. " * 400)
+    code = main(["train", "--model", "nano", "--corpus", str(corpus), "--device", "cpu", "--dtype", "bfloat16",
+                 "--float8", "--max-steps", "2", "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert code != 0
+    error = capsys.readouterr().err
+    assert "cannot train in FP8 here" in error and ("GPU" in error or "torchao" in error)
+
+
+def test_the_plain_trainer_refuses_float8_it_cannot_apply(tmp_path):
+    from minillama.train.config import TrainConfig
+    from minillama.train.trainer import Trainer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question. " * 400)
+    config = TrainConfig(model="nano", corpus=str(corpus), float8=True, device="cpu", run_dir=str(tmp_path / "r"),
+                         progress=False)
+    with pytest.raises(ValueError, match="wrap_model"):
+        Trainer(config, log=lambda text: None)

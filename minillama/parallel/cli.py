@@ -34,6 +34,11 @@ def make_trainer(config: TrainConfig):
     needs_group = config.parallel != "none" or launched_by_torchrun()
     resuming_sharded = bool(config.resume) and is_sharded_checkpoint(resolve_checkpoint(config.resume))
     if not needs_group and not resuming_sharded:
+        if config.float8:  # FP8 is applied by parallelize, even on one device
+            from minillama.parallel.training import single_device_wrapper
+            from minillama.train.trainer import resolve_device
+
+            return Trainer(config, wrap_model=single_device_wrapper(config, resolve_device(config.device)))
         return Trainer(config)
     from minillama.parallel.training import distributed_trainer
 

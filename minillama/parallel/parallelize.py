@@ -3,9 +3,10 @@
 The model file is a single-device module that never imports ``torch.distributed``; this function turns it into a
 parallel one, in torchtitan's fixed order (Liang et al. 2024):
 
-0. **tensor parallelism** (optional, :mod:`~minillama.parallel.tensor_parallel`): first, because it changes what the
-   weights *are* (each rank's slice of every matrix, as ``DTensor`` s on the mesh's ``"tp"`` dimension) and what the
-   blocks compute; everything after sees the split blocks;
+0. **tensor parallelism** (optional, :mod:`~minillama.parallel.tensor_parallel`) or **FP8** (optional,
+   :mod:`~minillama.kernels.float8`): first, because they change what the weights *are* (each rank's slice of every
+   matrix, as ``DTensor`` s on the mesh's ``"tp"`` dimension) or what the block linears compute; everything after
+   sees the changed blocks;
 1. **activation checkpointing** per block (Chen et al. 2016): first, because it changes what a block's forward
    *is* (run, keep the input, recompute in the backward); the compiler and FSDP must both see that version;
 2. **torch.compile** per block (Ansel et al. 2024): second, so that each compiled graph is one block's arithmetic,
@@ -42,6 +43,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
+from minillama.kernels.float8 import convert_to_float8
 from minillama.parallel.tensor_parallel import apply_tensor_parallel
 from minillama.train.wrapping import apply_activation_checkpointing, compile_blocks
 
@@ -61,6 +63,9 @@ class ParallelConfig:
     """Recompute each block's activations in the backward pass (about 1/3 more compute, far less memory)."""
     compile: bool = False
     """``torch.compile`` each transformer block."""
+    float8: bool = False
+    """FP8 matmuls in the block linears (torchao, H100/Ada GPUs). Weights are still gathered by FSDP in
+    ``param_dtype`` (torchao's float8 all-gather would put its own weight class into the checkpoints)."""
     param_dtype: torch.dtype | None = None
     """FSDP: dtype of the all-gathered weights that the forward and backward compute with; ``None`` = as stored."""
     reduce_dtype: torch.dtype | None = torch.float32
@@ -74,6 +79,9 @@ class ParallelConfig:
             raise ValueError(f"data_parallel must be one of {', '.join(DATA_PARALLEL)}, got {self.data_parallel!r}")
         if self.tensor_parallel < 1:
             raise ValueError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
+        if self.float8 and self.tensor_parallel > 1:
+            raise ValueError("float8 with tensor parallelism is not supported (it needs torchao's float8 "
+                             "tensor-parallel layouts)")
         if self.tensor_parallel > 1 and self.data_parallel != "fsdp":
             raise ValueError("tensor parallelism composes with FSDP only (a 2D mesh); DDP would all-reduce the "
                              "different slices of each weight as if they were copies")
@@ -83,10 +91,14 @@ class ParallelConfig:
         """From a ``TrainConfig`` (its ``parallel``, ``compile`` and ``activation_checkpointing`` fields) and the
         trainer's autocast dtype: under FSDP the weights are gathered in that dtype (bf16 on CUDA, float32 on CPU),
         and gradients are always reduced in float32."""
+        if config.float8 and amp_dtype != torch.bfloat16:
+            raise ValueError("float8 computes everything but the block matmuls in bfloat16, which this device's "
+                             f"autocast is not (dtype {config.dtype!r} gives {amp_dtype}): use --dtype bfloat16 on an "
+                             "H100 or Ada GPU")
         if config.parallel == "fsdp" and amp_dtype == torch.float16:
             raise ValueError("FSDP with float16 needs a sharded loss scaler that minillama does not have; use "
                              "--dtype bfloat16 (Ampere GPUs and later) or --parallel ddp")
-        return cls(data_parallel=config.parallel, tensor_parallel=config.tensor_parallel,
+        return cls(data_parallel=config.parallel, tensor_parallel=config.tensor_parallel, float8=config.float8,
                    activation_checkpointing=config.activation_checkpointing,
                    compile=config.compile, param_dtype=amp_dtype if config.parallel == "fsdp" else None)
 
@@ -162,6 +174,8 @@ def parallelize(model: nn.Module, parallel_config: ParallelConfig, mesh: DeviceM
         if "tp" not in (mesh.mesh_dim_names or ()):
             raise ValueError("tensor parallelism needs a mesh with a 'tp' dimension (see parallel_mesh)")
         apply_tensor_parallel(model, mesh["tp"])
+    if parallel_config.float8:  # raises, with the reason, where FP8 cannot run
+        convert_to_float8(model, recipe="tensorwise")
     # 1. activation checkpointing: changes what each block's forward does, so it comes first.
     if parallel_config.activation_checkpointing:
         apply_activation_checkpointing(model)

@@ -55,6 +55,13 @@ def prepare_data(config: TrainConfig, progress: bool = True) -> TokenizedCorpus:
                           progress=progress)
 
 
+def single_device_wrapper(config: TrainConfig, device) -> Callable:
+    """The ``wrap_model`` of a one-device run that needs this chapter's ``parallelize`` (FP8 training): FP8, then
+    activation checkpointing and compile, without data parallelism."""
+    parallel = ParallelConfig.from_train_config(config, autocast_dtype(config.dtype, device))
+    return lambda model, _config: parallelize(model, parallel)
+
+
 def distributed_trainer(config: TrainConfig, ctx: DistributedContext, *, log: Callable[[str], None] | None = None
                         ) -> Trainer:
     """A :class:`~minillama.train.trainer.Trainer` for this rank of the job ``ctx`` (every rank calls it).

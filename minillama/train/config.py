@@ -90,6 +90,8 @@ class TrainConfig:
                                      "T ranks of one node split every weight matrix, and the world_size / T groups "
                                      "of them are FSDP's data-parallel ranks")
     compile: bool = _hardware(False, "torch.compile each transformer block")
+    float8: bool = _hardware(False, "FP8 matmuls in the transformer blocks through torchao (chapter 8): H100/Ada GPUs, "
+                             "bf16 autocast, pip install torchao")
     activation_checkpointing: bool = _hardware(False, "recompute each block's activations in the backward pass")
     threads: int = _hardware(1, "CPU threads for PyTorch's kernels; 0 = PyTorch's default (one per core). One is "
                              "the fastest for small models, and by far on a busy machine; use 0 for large models")
@@ -152,6 +154,12 @@ class TrainConfig:
         if self.tensor_parallel > 1 and self.parallel != "fsdp":
             raise ValueError(f"tensor_parallel ({self.tensor_parallel}) composes with FSDP (a 2D mesh of data x tensor "
                              f"parallel ranks): add --parallel fsdp (got parallel={self.parallel!r})")
+        if self.float8 and self.dtype not in ("auto", "bfloat16"):
+            raise ValueError(f"float8 computes everything but the block matmuls in bfloat16: use --dtype bfloat16 (or "
+                             f"auto on a GPU), got dtype={self.dtype!r}")
+        if self.float8 and self.tensor_parallel > 1:
+            raise ValueError("float8 with tensor parallelism needs torchao's float8 tensor-parallel layouts, which "
+                             "minillama does not use: choose one of --float8 and --tensor-parallel")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
