@@ -53,6 +53,7 @@ def two_rank_tensor_parallel(rank: int, world_size: int, port: int, workdir: str
         "samples": trainer.last_samples,
     }
     results["meta_init"] = meta_init_2d()
+    results["compiled_tp"] = compiled_tensor_parallel()
     resumed = _fit(run_config(workdir / "resumed_1to_tp2", corpus, parallel="fsdp", tensor_parallel=2, batch_size=4,
                               resume=str(workdir / "resumed_1to_tp2")), ctx)
     results["resumed_start"] = resumed.step - resumed.config.max_steps + 4  # 4 when it started from step 4
@@ -112,15 +113,49 @@ def meta_init_2d(device: str = "cpu") -> dict:
 
 
 def cuda_tensor_parallel(rank: int, world_size: int, port: int, workdir: str, corpus: str) -> None:
-    """tp = 2 on two GPUs (NCCL): float32 (compare with one GPU), then bf16 with compile and checkpointing, and the
+    """tp = 2 on two GPUs (NCCL): float32 (compare with one GPU), then bf16 with activation checkpointing, and the
     meta-device initialization slice by slice."""
     from minillama.parallel.distributed import destroy_distributed, init_distributed
 
     workdir, corpus = Path(workdir), Path(corpus)
     ctx = init_distributed("cuda")
     for name, overrides in (("tp2", {"dtype": "float32"}),
-                            ("tp2_bf16", {"dtype": "bfloat16", "compile": True, "activation_checkpointing": True})):
+                            ("tp2_bf16", {"dtype": "bfloat16", "activation_checkpointing": True})):
         _fit(run_config(workdir / name, corpus, device="cuda", parallel="fsdp", tensor_parallel=2, batch_size=4,
                         num_samples=1, **overrides), ctx)
     _write(workdir, "cuda_tp2", rank, {"meta_init": meta_init_2d("cuda")})
     destroy_distributed()
+
+
+def compiled_tensor_parallel() -> str:
+    """What ``torch.compile`` (``aot_eager``: Dynamo and AOTAutograd, the parts that handle DTensors) does to the
+    gradients of tensor-parallel blocks: ``"equal"`` to eager's, ``"different"``, or the error it raises. minillama
+    refuses compile with tensor parallelism while this is not ``"equal"``."""
+    import torch.nn.functional as F
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from minillama.config import get_preset
+    from minillama.model import Llama
+    from minillama.parallel.tensor_parallel import apply_tensor_parallel
+
+    mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("tp",))
+    tokens = torch.randint(0, 256, (4, 33), generator=torch.Generator().manual_seed(0))
+
+    def gradients(compiled: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = Llama(get_preset("nano"))
+        apply_tensor_parallel(model, mesh)
+        if compiled:
+            for block in model.layers:
+                block.compile(backend="aot_eager")
+        logits = model(tokens[:, :-1])  # (B, T, vocab)
+        F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        return {name: p.grad.full_tensor() for name, p in model.named_parameters()}
+
+    eager = gradients(compiled=False)
+    try:
+        compiled = gradients(compiled=True)
+    except Exception as error:  # noqa: BLE001 - the outcome is what is recorded
+        return f"{type(error).__name__}: {error}"
+    same = all(torch.allclose(eager[name], compiled[name], rtol=1e-4, atol=1e-6) for name in eager)
+    return "equal" if same else "different"

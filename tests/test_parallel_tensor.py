@@ -136,6 +136,21 @@ def test_meta_init_materializes_initialized_slices(runs):
         assert meta["std"][name] == pytest.approx(std, rel=0.05), name
 
 
+@pytest.mark.xfail(strict=True, reason="with this PyTorch, compiled tensor-parallel blocks crash in the backward or "
+                                       "give other gradients than eager ones; when this passes, lift the refusal of "
+                                       "compile + tensor_parallel in TrainConfig and ParallelConfig")
+def test_compiled_tensor_parallel_blocks_have_eager_gradients(runs):
+    _, _, results = runs
+    assert results["tp2"][0]["compiled_tp"] == "equal"
+
+
+def test_compile_with_tensor_parallelism_is_refused():
+    with pytest.raises(ValueError, match="--no-compile"):
+        TrainConfig(parallel="fsdp", tensor_parallel=2, compile=True)
+    with pytest.raises(ValueError, match="compile=False"):
+        ParallelConfig(data_parallel="fsdp", tensor_parallel=2, compile=True)
+
+
 def test_resume_starts_at_the_checkpoint(runs):
     _, _, results = runs
     assert results["tp2"][0]["resumed_start"] == 4

@@ -82,6 +82,9 @@ class ParallelConfig:
         if self.float8 and self.tensor_parallel > 1:
             raise ValueError("float8 with tensor parallelism is not supported (it needs torchao's float8 "
                              "tensor-parallel layouts)")
+        if self.tensor_parallel > 1 and self.compile:
+            raise ValueError("torch.compile of tensor-parallel blocks gives wrong gradients or crashes in the backward "
+                             "with this PyTorch (tests/test_parallel_tensor.py records it): compile=False")
         if self.tensor_parallel > 1 and self.data_parallel != "fsdp":
             raise ValueError("tensor parallelism composes with FSDP only (a 2D mesh); DDP would all-reduce the "
                              "different slices of each weight as if they were copies")

@@ -154,6 +154,10 @@ class TrainConfig:
         if self.tensor_parallel > 1 and self.parallel != "fsdp":
             raise ValueError(f"tensor_parallel ({self.tensor_parallel}) composes with FSDP (a 2D mesh of data x tensor "
                              f"parallel ranks): add --parallel fsdp (got parallel={self.parallel!r})")
+        if self.tensor_parallel > 1 and self.compile:
+            raise ValueError("torch.compile of tensor-parallel blocks gives wrong gradients or crashes in the backward "
+                             "with this PyTorch (DTensor gradients across the compiled region; tests/"
+                             "test_parallel_tensor.py records it): use --no-compile with --tensor-parallel")
         if self.float8 and self.dtype not in ("auto", "bfloat16"):
             raise ValueError(f"float8 computes everything but the block matmuls in bfloat16: use --dtype bfloat16 (or "
                              f"auto on a GPU), got dtype={self.dtype!r}")
