@@ -39,20 +39,38 @@ This is what a fused or compiled block stores. Eager PyTorch stores more: minill
 and keeps ``x.float()`` and the fp32 normalized values, ``16 d`` more bytes per token per block (chapter 8 measures
 it); the fused Triton RMSNorm of :mod:`minillama.kernels` and ``torch.compile`` avoid it.
 
-**FSDP buffers**: FSDP gathers one unit (a block, the embedding table or the output projection) at a time in bf16;
-at the peak of the backward the current unit's weights and gradients and the next, prefetched unit's weights are
-unsharded: ``3 * 2`` bytes per parameter of the largest unit.
+**FSDP buffers**: ``apply_fsdp`` (:mod:`minillama.parallel.parallelize`) makes each block one unit and the root
+(the embedding table, the final norm and the output head) one more: the root's ``2 V d + d`` parameters are gathered
+by *one* all-gather, the largest unit of every Llama 3 model (1.05B parameters for 8B, five times a block; 4.2B for
+405B, 1.3 times a block). FSDP gathers the root at the start of the forward and again at the start of the backward,
+and frees it only after reduce-scattering its gradients, once the whole backward is done (the embedding's gradient
+comes last): so through the whole backward its bf16 weights (2 bytes per parameter) and the output head's bf16
+gradient (``2 V d``) are unsharded. Around each block's reduce-scatter: its bf16 gradient (2), the fp32 copy that the
+reduce-scatter sends (4) and the next block's prefetched bf16 weights (2). In all ``2 R + 2 V d + 8 B`` bytes for a
+root of ``R`` and blocks of ``B`` parameters, at the start of the backward, where the activations peak too. (The
+root's own reduce-scatter, at the end, holds ``6 R``, its bf16 gradients and their fp32 copy, when the activations
+are gone.) The order of the collectives that this rests on, and their sizes and dtypes, are checked against FSDP2
+on 2 CPU processes (``tests/test_plan.py``).
 
 **Time** at a stated MFU (model FLOPs utilization, Chowdhery et al. 2022):
 ``step time = batch tokens * flops_per_token(seq) / (gpus * peak * MFU)``; activation checkpointing's recomputation
 is not model FLOPs, so at the same MFU the hardware must run 4/3 faster (the planner reports that utilization).
 
 **Communication** per GPU per optimizer step, ring collectives (a ring moves ``(G - 1) / G`` of a buffer per
-all-gather or reduce-scatter and twice that per all-reduce): DDP all-reduces the bf16 gradients once per step
-(``no_sync`` during accumulation), ``2 * 2 N (G - 1) / G`` bytes; FSDP all-gathers the bf16 weights in the forward
-and again in the backward and reduce-scatters the gradients, every micro-step: ``3 * 2 N (G - 1) / G`` bytes — ZeRO-3's
-1.5x of DDP. The time uses the slowest link of the ring: NVLink inside a node, the network (400 Gb/s per GPU, as in
-Meta's Llama 3 clusters) across nodes.
+all-gather or reduce-scatter and twice that per all-reduce), in the dtypes minillama's trainer uses on GPUs:
+
+- DDP keeps fp32 parameters under bf16 autocast, so its gradients are fp32 and its all-reduce (no compression hook)
+  moves ``2 * 4 N (G - 1) / G`` bytes, once per step (``no_sync`` during accumulation);
+- FSDP's ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` all-gathers bf16 weights, every unit in the
+  forward and again in the backward except the last block (kept from its forward, whose backward comes next), and
+  reduce-scatters fp32 gradients, after every micro-batch (:func:`minillama.train.step.gradient_sync`):
+  ``(2 (2 N - B) + 4 N) (G - 1) / G`` bytes per micro-batch, about ``8 N``. That is the same as DDP's all-reduce of
+  fp32 gradients, an fp32 reduce-scatter plus an fp32 all-gather: FSDP's two bf16 all-gathers cost the bytes of one
+  fp32 all-gather. (With bf16 gradients, ZeRO's accounting, FSDP would move 1.5 times DDP's bytes.) But DDP pays once
+  per step and FSDP once per micro-batch.
+
+The time uses the slowest link of the ring: NVLink inside a node, the network (400 Gb/s per GPU, as in Meta's Llama 3
+clusters) across nodes.
 
 **Tensor parallelism** (Megatron-LM, Shoeybi et al. 2019) with sequence parallelism (Korthikanti et al. 2022), as
 minillama implements it with DTensor. ``tp`` consecutive GPUs (one node's NVLink domain) form a tensor-parallel group
@@ -77,8 +95,9 @@ that is one data-parallel rank; FSDP shards over the ``dp = gpus / tp`` ranks th
   fp32 log-probabilities and their gradient, ``8 V``, are *not* divided by ``tp``: ``2 d / tp + 2 d + 8 V``. (A
   vocabulary-parallel cross-entropy, as in Megatron-LM, would divide the ``8 V`` by ``tp`` too: at 8K tokens and
   ``tp = 8`` it is 7.4 of the 405B model's 14 GB of checkpointed activations per GPU.);
-- *FSDP buffers*: the largest unit's parameters of one tensor-parallel slice (a block's matrices / ``tp``, or
-  ``ceil(V / tp)`` rows of a vocabulary matrix), ``3 * 2`` bytes each;
+- *FSDP buffers*: ``2 R + 2 V d + 8 B`` as above, for one tensor-parallel slice: ``R = 2 ceil(V / tp) d + d``
+  (the root's vocabulary rows and the replicated final norm), ``ceil(V / tp) d`` for the output head's gradient,
+  ``B`` = a block's matrices / ``tp`` + its two norms;
 - *communication per micro-batch*: each block all-gathers its input over positions before the attention and before
   the feed-forward and reduce-scatters the partial sums of ``wo`` and ``w2``: 2 all-gathers + 2 reduce-scatters of
   ``B x T x d`` bf16 activations in the forward, as many in the backward (each one's gradient is the other), and with
@@ -90,8 +109,8 @@ that is one data-parallel rank; FSDP shards over the ``dp = gpus / tp`` ranks th
   all-reduce of ``d`` values per norm, negligible. These run on NVLink when a group fits in a node; they wait for
   the matmuls around them and are waited on (minillama has no asynchronous tensor parallelism), so the planner flags
   a plan whose tensor-parallel communication time does not fit in the step time left over by the computation at the
-  GPUs' peak. FSDP's traffic is that of the slice, ``3 * 2 (N / tp) (dp - 1) / dp`` bytes per micro-step, over the
-  data-parallel group, which spans nodes;
+  GPUs' peak. FSDP's traffic is that of the slice, ``(2 (2 N_tp - B) + 4 N_tp) (dp - 1) / dp`` bytes per
+  micro-batch for a slice of ``N_tp`` parameters, over the data-parallel group, which spans nodes;
 - *time*: tensor parallelism adds no model FLOPs, so the step time at a given MFU is unchanged; its communication
   time is reported beside data parallelism's.
 
@@ -201,6 +220,8 @@ INTERNODE_GBPS = 50.0
 BYTES_WEIGHTS = 2  # bf16
 BYTES_GRADIENTS = 2  # bf16
 BYTES_OPTIMIZER = 12  # fp32 master weights + AdamW's first and second moments
+BYTES_GATHERED = 2  # FSDP's param_dtype, bf16: the gathered weights and the gradients autograd computes for them
+BYTES_REDUCED = 4  # fp32 gradient reduction: FSDP's reduce_dtype; DDP's gradients of fp32 parameters under autocast
 
 
 def gpu_for_device_name(device_name: str) -> str | None:
@@ -290,13 +311,58 @@ def tensor_parallel_params(config: ModelConfig, tensor_parallel: int = 1) -> int
     return matrices // tensor_parallel + norms + rows * config.dim * (1 if config.tie_embeddings else 2)
 
 
-def largest_fsdp_unit(config: ModelConfig, tensor_parallel: int = 1) -> int:
-    """Parameters in the largest FSDP unit of one tensor-parallel slice: one block (its matrices / ``tp``, its two
-    norms whole), the embedding table or the output projection (``ceil(V / tp)`` rows)."""
-    table = config.vocab_size * config.dim
-    block = (config.num_params() - config.dim - table * (1 if config.tie_embeddings else 2)) // config.n_layers
+def fsdp_units(config: ModelConfig, tensor_parallel: int = 1) -> tuple[int, int]:
+    """Parameters of one tensor-parallel slice in the two kinds of FSDP unit that ``apply_fsdp`` makes: ``(root,
+    block)``. The root is everything outside the blocks, gathered by one all-gather: the embedding table and the output
+    head (``ceil(V / tp)`` rows each, one shared table with tied embeddings) and the final norm; a block is its
+    matrices / ``tp`` and its two norms whole.
+
+    >>> fsdp_units(get_preset("llama3.1-8b"))  # 2 V d + d; d (2 d + 2 d_kv) + 3 d f + 2 d
+    (1050677248, 218112000)
+    """
+    tables = 1 if config.tie_embeddings else 2
+    block = (config.num_params() - config.dim - tables * config.vocab_size * config.dim) // config.n_layers
     norms = 2 * config.dim
-    return max((block - norms) // tensor_parallel + norms, -(-config.vocab_size // tensor_parallel) * config.dim)
+    rows = -(-config.vocab_size // tensor_parallel)
+    return tables * rows * config.dim + config.dim, (block - norms) // tensor_parallel + norms
+
+
+def largest_fsdp_unit(config: ModelConfig, tensor_parallel: int = 1) -> int:
+    """Parameters in the largest FSDP unit of one tensor-parallel slice, the root or a block (:func:`fsdp_units`): the
+    size of the largest all-gather."""
+    return max(fsdp_units(config, tensor_parallel))
+
+
+def fsdp_buffer_bytes(config: ModelConfig, tensor_parallel: int = 1) -> int:
+    """Bytes of unsharded FSDP buffers per GPU at the start of the backward: ``2 R + 2 V d + 8 B``.
+
+    The root's bf16 weights (``R`` parameters, gathered for the whole backward) and the output head's bf16 gradient
+    (``ceil(V / tp) d``, kept until the root reduce-scatters at the end of the backward); around a block's
+    reduce-scatter, its bf16 gradient, the fp32 copy the reduce-scatter sends and the next block's prefetched bf16
+    weights: ``2 + 4 + 2`` bytes per parameter of a block (``B``).
+
+    >>> fsdp_buffer_bytes(get_preset("llama3.1-8b"))  # 2 x 1,050,677,248 + 2 x 525,336,576 + 8 x 218,112,000
+    4896923648
+    """
+    root, block = fsdp_units(config, tensor_parallel)
+    head = -(-config.vocab_size // tensor_parallel) * config.dim
+    return (BYTES_GATHERED * root + BYTES_GATHERED * head
+            + (BYTES_GATHERED + BYTES_REDUCED + BYTES_GATHERED) * block)
+
+
+def fsdp_comm_bytes(config: ModelConfig, data_parallel: int, tensor_parallel: int = 1) -> int:
+    """Bytes each GPU sends for FSDP in one forward + backward (one micro-batch), ring collectives over
+    ``data_parallel`` ranks: bf16 all-gathers of every unit in the forward and of all but the last block in the
+    backward, ``2 (2 N - B)``, and the fp32 reduce-scatter of the gradients, ``4 N``, for a slice of ``N`` parameters
+    and blocks of ``B``; ``(dp - 1) / dp`` of that.
+
+    >>> fsdp_comm_bytes(get_preset("llama3.1-8b"), 8)  # (2 (2 N - B) + 4 N) x 7 / 8 = 55.8 GB
+    55830132736
+    """
+    n_params = tensor_parallel_params(config, tensor_parallel)
+    _, block = fsdp_units(config, tensor_parallel)
+    full = BYTES_GATHERED * (2 * n_params - block) + BYTES_REDUCED * n_params
+    return full * (data_parallel - 1) // data_parallel
 
 
 def tensor_parallel_comm_bytes(config: ModelConfig, tokens: int, activation_checkpointing: bool,
@@ -350,7 +416,7 @@ def memory_per_gpu(config: ModelConfig, *, gpus: int, parallel: str, activation_
         weights=math.ceil(BYTES_WEIGHTS * n_params / shards),
         gradients=math.ceil(BYTES_GRADIENTS * n_params / shards),
         optimizer=math.ceil(BYTES_OPTIMIZER * n_params / shards),
-        fsdp_buffers=3 * BYTES_WEIGHTS * largest_fsdp_unit(config, tensor_parallel) if buffers else 0,
+        fsdp_buffers=fsdp_buffer_bytes(config, tensor_parallel) if buffers else 0,
         activations=activation_bytes(config, tokens_per_micro_batch, activation_checkpointing, tensor_parallel),
     )
 
@@ -489,11 +555,10 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
     step_time = batch_tokens / tokens_per_s
 
     n_params = config.num_params()
-    ring = (data_parallel - 1) / data_parallel
-    if parallel == "ddp":
-        comm_bytes = int(2 * BYTES_GRADIENTS * n_params * ring)
-    else:
-        comm_bytes = int(grad_accum_steps * 3 * BYTES_WEIGHTS * tensor_parallel_params(config, tp) * ring)
+    if parallel == "ddp":  # one all-reduce of the fp32 gradients per step
+        comm_bytes = 2 * BYTES_REDUCED * n_params * (data_parallel - 1) // data_parallel
+    else:  # gathers and a reduce-scatter per micro-batch
+        comm_bytes = grad_accum_steps * fsdp_comm_bytes(config, data_parallel, tp)
     link_gbps = spec.link_gbps if gpus <= gpus_per_node else min(spec.link_gbps, internode_gbps)
     comm_time = comm_bytes / (link_gbps * 1e9)
     if comm_time > step_time:
@@ -585,7 +650,7 @@ def format_plans(plans: list[TrainingPlan]) -> str:
     row = "{:<38}" + f"{{:>{width}}}" * len(plans)
     lines.append(row.format("memory per GPU (GB)", *names))
     for label, key in (("weights (bf16, 2 B/param)", "weights"), ("gradients (bf16, 2 B/param)", "gradients"),
-                       ("optimizer (fp32 master+m+v, 12 B)", "optimizer"), ("FSDP gather buffers", "fsdp_buffers"),
+                       ("optimizer (fp32 master+m+v, 12 B)", "optimizer"), ("FSDP unsharded buffers", "fsdp_buffers"),
                        ("activations", "activations"), ("total", "total")):
         lines.append(row.format("  " + label, *(_gb(getattr(p.memory, key)) for p in plans)))
     lines.append(row.format(f"fits in {spec.memory_gb:g} GB?", *("yes" if p.fits else "NO" for p in plans)))

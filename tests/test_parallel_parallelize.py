@@ -74,7 +74,9 @@ def test_fsdp_without_a_process_group_says_what_to_do():
 @pytest.mark.parametrize(("name", "gpus"),
                          [("llama3.1-8b-8xh100", 8), ("llama3.1-70b-fsdp", 64), ("llama3.1-405b", 16384)])
 def test_gpu_configs_are_what_their_comments_say(name, gpus):
-    """Each GPU config fits by ``minillama plan`` on the GPUs it is written for, with the memory its comment quotes."""
+    """Each GPU config fits by ``minillama plan`` on the GPUs it is written for, with the memory and the FSDP
+    communication time its comment quotes. The one problem a config may have is FSDP's traffic outlasting a step at
+    40% MFU, and then its comment says so ("communication-bound")."""
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml"
     config = TrainConfig.from_toml(path)
     assert config.parallel == "fsdp" and config.activation_checkpointing and config.dtype == "bfloat16"
@@ -82,6 +84,8 @@ def test_gpu_configs_are_what_their_comments_say(name, gpus):
     plan = plan_training(get_preset(config.model), gpus=gpus, parallel="fsdp", activation_checkpointing=True,
                          seq_len=config.seq_len, micro_batch=config.batch_size, tensor_parallel=tp,
                          batch_tokens=gpus // tp * config.batch_size * config.grad_accum_steps * config.seq_len)
-    assert plan.ok, plan.problems
-    assert plan.grad_accum_steps == config.grad_accum_steps
-    assert f"{plan.memory.total / 1e9:.1f} GB" in path.read_text()
+    assert plan.fits and plan.grad_accum_steps == config.grad_accum_steps
+    assert all(problem.startswith("communication (") for problem in plan.problems), plan.problems
+    text = path.read_text()
+    assert f"{plan.memory.total / 1e9:.1f} GB" in text and f"{plan.comm_time_s:.1f} s" in text
+    assert ("communication-bound" in text) == (not plan.ok)
