@@ -19,6 +19,11 @@ from minillama.train.trainer import Trainer
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def losses(run_dir) -> torch.Tensor:
+    """The training losses a run folder's metrics.jsonl recorded, step by step."""
+    return torch.tensor([r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"])
+
+
 @pytest.mark.skipif(GPUS < 1, reason="needs a CUDA GPU (NCCL backend, bf16 mixed precision)")
 def test_fsdp_computes_in_bf16_and_reduces_in_fp32(tmp_path):
     spawn(cuda_mixed_precision, str(tmp_path), world_size=1)
@@ -35,13 +40,10 @@ def test_two_gpus_match_one(tmp_path, monkeypatch):
     Trainer(run_config(tmp_path / "single", corpus, device="cuda", dtype="float32"), log=lambda text: None).fit()
     spawn(cuda_two_ranks, str(tmp_path), str(corpus))
 
-    def losses(name):
-        return torch.tensor([r["loss"] for r in read_metrics(tmp_path / name) if r["kind"] == "train"])
-
-    reference = losses("single")
+    reference = losses(tmp_path / "single")
     for name in ("ddp", "fsdp"):  # GPU kernels sum in other orders than the CPU's: a looser tolerance
-        torch.testing.assert_close(losses(name), reference, rtol=1e-4, atol=0)
-    bf16 = losses("fsdp_bf16")
+        torch.testing.assert_close(losses(tmp_path / name), reference, rtol=1e-4, atol=0)
+    bf16 = losses(tmp_path / "fsdp_bf16")
     assert torch.isfinite(bf16).all() and bf16[-1] < bf16[0]
     torch.testing.assert_close(bf16, reference, rtol=3e-2, atol=0)
 
@@ -53,12 +55,9 @@ def test_tensor_parallel_on_two_gpus(tmp_path, monkeypatch):
     Trainer(run_config(tmp_path / "single", corpus, device="cuda", dtype="float32"), log=lambda text: None).fit()
     spawn(cuda_tensor_parallel, str(tmp_path), str(corpus))
 
-    def losses(name):
-        return torch.tensor([r["loss"] for r in read_metrics(tmp_path / name) if r["kind"] == "train"])
-
-    reference = losses("single")
-    torch.testing.assert_close(losses("tp2"), reference, rtol=1e-4, atol=0)
-    bf16 = losses("tp2_bf16")
+    reference = losses(tmp_path / "single")
+    torch.testing.assert_close(losses(tmp_path / "tp2"), reference, rtol=1e-4, atol=0)
+    bf16 = losses(tmp_path / "tp2_bf16")
     assert torch.isfinite(bf16).all() and bf16[-1] < bf16[0]
     torch.testing.assert_close(bf16, reference, rtol=3e-2, atol=0)
     meta = json.loads((tmp_path / "results" / "cuda_tp2_rank_0.json").read_text())["meta_init"]
