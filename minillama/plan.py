@@ -39,18 +39,18 @@ This is what a fused or compiled block stores. Eager PyTorch stores more: minill
 and keeps ``x.float()`` and the fp32 normalized values, ``16 d`` more bytes per token per block (chapter 8 measures
 it); the fused Triton RMSNorm of :mod:`minillama.kernels` and ``torch.compile`` avoid it.
 
-**FSDP buffers**: ``apply_fsdp`` (:mod:`minillama.parallel.parallelize`) makes each block one unit and the root
-(the embedding table, the final norm and the output head) one more: the root's ``2 V d + d`` parameters are gathered
-by *one* all-gather, the largest unit of every Llama 3 model (1.05B parameters for 8B, five times a block; 4.2B for
-405B, 1.3 times a block). FSDP gathers the root at the start of the forward and again at the start of the backward,
-and frees it only after reduce-scattering its gradients, once the whole backward is done (the embedding's gradient
-comes last): so through the whole backward its bf16 weights (2 bytes per parameter) and the output head's bf16
-gradient (``2 V d``) are unsharded. Around each block's reduce-scatter: its bf16 gradient (2), the fp32 copy that the
-reduce-scatter sends (4) and the next block's prefetched bf16 weights (2). In all ``2 R + 2 V d + 8 B`` bytes for a
-root of ``R`` and blocks of ``B`` parameters, at the start of the backward, where the activations peak too. (The
-root's own reduce-scatter, at the end, holds ``6 R``, its bf16 gradients and their fp32 copy, when the activations
-are gone.) The order of the collectives that this rests on, and their sizes and dtypes, are checked against FSDP2
-on 2 CPU processes (``tests/test_plan.py``).
+**FSDP buffers**: ``apply_fsdp`` (:mod:`minillama.parallel.parallelize`) makes, as torchtitan does, the embedding
+table one unit, each block one, and the final norm with the output head one more (``V d + d`` parameters: 0.53B for
+8B and 1.05B for 70B, more than a block; 2.1B for 405B, less than a block); each is gathered by one all-gather and
+reduced by one reduce-scatter. A unit's reduce-scatter holds its bf16 gradient and the fp32 copy that it sends (its
+weights are freed first), while FSDP gathers the unit that the backward needs next: ``2 + 4 + 2`` bytes per
+parameter of a block, or, at the start of the backward, the head's ``2 + 4`` beside the last block's bf16 weights,
+kept from the forward. The larger of the two: ``6 max(H, B) + 2 B`` bytes for a head unit of ``H`` and blocks of
+``B`` parameters, at the start of the backward, where the activations peak too. (With tied embeddings, Llama 3.2 1B
+and 3B, the one table stays in the root with the final norm: its bf16 weights and gradient are held through the
+whole backward, ``2 R + 2 V d + 8 B``. The embedding table's reduce-scatter, at the very end, holds ``6 V d`` when
+the activations are gone.) The order of the collectives that this rests on, and their sizes and dtypes, are checked
+against FSDP2 on 2 CPU processes (``tests/test_plan.py``).
 
 **Time** at a stated MFU (model FLOPs utilization, Chowdhery et al. 2022):
 ``step time = batch tokens * flops_per_token(seq) / (gpus * peak * MFU)``; activation checkpointing's recomputation
@@ -62,15 +62,17 @@ all-gather or reduce-scatter and twice that per all-reduce), in the dtypes minil
 - DDP keeps fp32 parameters under bf16 autocast, so its gradients are fp32 and its all-reduce (no compression hook)
   moves ``2 * 4 N (G - 1) / G`` bytes, once per step (``no_sync`` during accumulation);
 - FSDP's ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` all-gathers bf16 weights, every unit in the
-  forward and again in the backward except the last block (kept from its forward, whose backward comes next), and
-  reduce-scatters fp32 gradients, after every micro-batch (:func:`minillama.train.step.gradient_sync`):
-  ``(2 (2 N - B) + 4 N) (G - 1) / G`` bytes per micro-batch, about ``8 N``. That is the same as DDP's all-reduce of
-  fp32 gradients, an fp32 reduce-scatter plus an fp32 all-gather: FSDP's two bf16 all-gathers cost the bytes of one
-  fp32 all-gather. (With bf16 gradients, ZeRO's accounting, FSDP would move 1.5 times DDP's bytes.) But DDP pays once
-  per step and FSDP once per micro-batch.
+  forward and again in the backward except the head's unit and the last block (kept from the forward: the backward
+  starts with them), and reduce-scatters fp32 gradients, after every micro-batch
+  (:func:`minillama.train.step.gradient_sync`): ``(2 (2 N - H - B) + 4 N) (G - 1) / G`` bytes per micro-batch,
+  about ``8 N``. That is the same as DDP's all-reduce of fp32 gradients, an fp32 reduce-scatter plus an fp32
+  all-gather: FSDP's two bf16 all-gathers cost the bytes of one fp32 all-gather. (With bf16 gradients, ZeRO's
+  accounting, FSDP would move 1.5 times DDP's bytes.) But DDP pays once per step and FSDP once per micro-batch.
 
-The time uses the slowest link of the ring: NVLink inside a node, the network (400 Gb/s per GPU, as in Meta's Llama 3
-clusters) across nodes.
+The time (:func:`data_parallel_gbps`): NVLink inside a node; across nodes each GPU has its own 400 Gb/s NIC, as in
+Meta's Llama 3 clusters, and a group with ``k`` GPUs on each node spreads the traffic over ``k`` NICs at once, so
+``bytes / min(NVLink, k x 50 GB/s)``: 400 GB/s for data parallelism over all 8 GPUs of each node, 50 GB/s for one
+GPU per node (tensor parallelism over the node's 8).
 
 **Tensor parallelism** (Megatron-LM, Shoeybi et al. 2019) with sequence parallelism (Korthikanti et al. 2022), as
 minillama implements it with DTensor. ``tp`` consecutive GPUs (one node's NVLink domain) form a tensor-parallel group
@@ -95,9 +97,8 @@ that is one data-parallel rank; FSDP shards over the ``dp = gpus / tp`` ranks th
   fp32 log-probabilities and their gradient, ``8 V``, are *not* divided by ``tp``: ``2 d / tp + 2 d + 8 V``. (A
   vocabulary-parallel cross-entropy, as in Megatron-LM, would divide the ``8 V`` by ``tp`` too: at 8K tokens and
   ``tp = 8`` it is 7.4 of the 405B model's 14 GB of checkpointed activations per GPU.);
-- *FSDP buffers*: ``2 R + 2 V d + 8 B`` as above, for one tensor-parallel slice: ``R = 2 ceil(V / tp) d + d``
-  (the root's vocabulary rows and the replicated final norm), ``ceil(V / tp) d`` for the output head's gradient,
-  ``B`` = a block's matrices / ``tp`` + its two norms;
+- *FSDP buffers*: ``6 max(H, B) + 2 B`` as above, for one tensor-parallel slice: ``H = ceil(V / tp) d + d`` (the
+  head's vocabulary rows and the replicated final norm), ``B`` = a block's matrices / ``tp`` + its two norms;
 - *communication per micro-batch*: each block all-gathers its input over positions before the attention and before
   the feed-forward and reduce-scatters the partial sums of ``wo`` and ``w2``: 2 all-gathers + 2 reduce-scatters of
   ``B x T x d`` bf16 activations in the forward, as many in the backward (each one's gradient is the other), and with
@@ -109,8 +110,9 @@ that is one data-parallel rank; FSDP shards over the ``dp = gpus / tp`` ranks th
   all-reduce of ``d`` values per norm, negligible. These run on NVLink when a group fits in a node; they wait for
   the matmuls around them and are waited on (minillama has no asynchronous tensor parallelism), so the planner flags
   a plan whose tensor-parallel communication time does not fit in the step time left over by the computation at the
-  GPUs' peak. FSDP's traffic is that of the slice, ``(2 (2 N_tp - B) + 4 N_tp) (dp - 1) / dp`` bytes per
-  micro-batch for a slice of ``N_tp`` parameters, over the data-parallel group, which spans nodes;
+  GPUs' peak. FSDP's traffic is that of the slice, ``(2 (2 N_tp - H - B) + 4 N_tp) (dp - 1) / dp`` bytes per
+  micro-batch for a slice of ``N_tp`` parameters, over the data-parallel group, which spans nodes with
+  ``gpus_per_node / tp`` GPUs on each (one NIC each: 50 GB/s with ``tp = 8``);
 - *time*: tensor parallelism adds no model FLOPs, so the step time at a given MFU is unchanged; its communication
   time is reported beside data parallelism's.
 
@@ -134,6 +136,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from minillama.config import PRESETS, ModelConfig, get_preset
 
@@ -311,58 +314,102 @@ def tensor_parallel_params(config: ModelConfig, tensor_parallel: int = 1) -> int
     return matrices // tensor_parallel + norms + rows * config.dim * (1 if config.tie_embeddings else 2)
 
 
-def fsdp_units(config: ModelConfig, tensor_parallel: int = 1) -> tuple[int, int]:
-    """Parameters of one tensor-parallel slice in the two kinds of FSDP unit that ``apply_fsdp`` makes: ``(root,
-    block)``. The root is everything outside the blocks, gathered by one all-gather: the embedding table and the output
-    head (``ceil(V / tp)`` rows each, one shared table with tied embeddings) and the final norm; a block is its
-    matrices / ``tp`` and its two norms whole.
+class FSDPUnits(NamedTuple):
+    """Parameters of one tensor-parallel slice in each kind of FSDP unit that ``apply_fsdp`` makes (a unit is
+    gathered by one all-gather and reduced by one reduce-scatter)."""
 
-    >>> fsdp_units(get_preset("llama3.1-8b"))  # 2 V d + d; d (2 d + 2 d_kv) + 3 d f + 2 d
-    (1050677248, 218112000)
+    embedding: int
+    """The embedding table, ``ceil(V / tp) d``, first in the forward and last in the backward; 0 with tied
+    embeddings, whose table is in the head's unit."""
+    block: int
+    """One transformer block: its matrices / ``tp`` and its two norms whole."""
+    head: int
+    """The final norm and the output head, ``ceil(V / tp) d + d``, last in the forward and first in the backward; with
+    tied embeddings the root: the shared table and the final norm, used first and last in both."""
+
+
+def fsdp_units(config: ModelConfig, tensor_parallel: int = 1) -> FSDPUnits:
+    """The FSDP units of one tensor-parallel slice, as ``apply_fsdp`` makes them.
+
+    >>> fsdp_units(get_preset("llama3.1-8b"))  # V d; d (2 d + 2 d_kv) + 3 d f + 2 d; V d + d
+    FSDPUnits(embedding=525336576, block=218112000, head=525340672)
     """
     tables = 1 if config.tie_embeddings else 2
     block = (config.num_params() - config.dim - tables * config.vocab_size * config.dim) // config.n_layers
     norms = 2 * config.dim
-    rows = -(-config.vocab_size // tensor_parallel)
-    return tables * rows * config.dim + config.dim, (block - norms) // tensor_parallel + norms
+    table = -(-config.vocab_size // tensor_parallel) * config.dim
+    return FSDPUnits(embedding=0 if config.tie_embeddings else table,
+                     block=(block - norms) // tensor_parallel + norms, head=table + config.dim)
 
 
 def largest_fsdp_unit(config: ModelConfig, tensor_parallel: int = 1) -> int:
-    """Parameters in the largest FSDP unit of one tensor-parallel slice, the root or a block (:func:`fsdp_units`): the
-    size of the largest all-gather."""
+    """Parameters in the largest FSDP unit of one tensor-parallel slice (:func:`fsdp_units`): the size of the largest
+    all-gather."""
     return max(fsdp_units(config, tensor_parallel))
 
 
 def fsdp_buffer_bytes(config: ModelConfig, tensor_parallel: int = 1) -> int:
-    """Bytes of unsharded FSDP buffers per GPU at the start of the backward: ``2 R + 2 V d + 8 B``.
+    """Bytes of unsharded FSDP buffers per GPU at the start of the backward, where the activations peak too.
 
-    The root's bf16 weights (``R`` parameters, gathered for the whole backward) and the output head's bf16 gradient
-    (``ceil(V / tp) d``, kept until the root reduce-scatters at the end of the backward); around a block's
-    reduce-scatter, its bf16 gradient, the fp32 copy the reduce-scatter sends and the next block's prefetched bf16
-    weights: ``2 + 4 + 2`` bytes per parameter of a block (``B``).
+    A unit's reduce-scatter holds its bf16 gradient and the fp32 copy it sends, ``2 + 4`` bytes per parameter (its
+    weights are freed first), while the unit that the backward reaches next is gathered, ``2`` bytes per parameter.
+    With an untied head (``H`` parameters), the head's reduce-scatter comes first, beside the last block's weights
+    (kept from the forward), then each block's beside the next block's: ``6 max(H, B) + 2 B`` for blocks of ``B``
+    parameters. With tied embeddings the root (``R`` = the shared table and the final norm) keeps its bf16 weights and
+    the table's bf16 gradient (``ceil(V / tp) d``) through the whole backward, until the embedding adds its part and
+    the root reduce-scatters, last: ``2 R + 2 V d + 8 B``. (The embedding table's own reduce-scatter, at the very end,
+    holds ``6`` bytes per row parameter once the activations are gone.)
 
-    >>> fsdp_buffer_bytes(get_preset("llama3.1-8b"))  # 2 x 1,050,677,248 + 2 x 525,336,576 + 8 x 218,112,000
-    4896923648
+    >>> fsdp_buffer_bytes(get_preset("llama3.1-8b"))  # 6 x 525,340,672 + 2 x 218,112,000
+    3588268032
     """
-    root, block = fsdp_units(config, tensor_parallel)
-    head = -(-config.vocab_size // tensor_parallel) * config.dim
-    return (BYTES_GATHERED * root + BYTES_GATHERED * head
-            + (BYTES_GATHERED + BYTES_REDUCED + BYTES_GATHERED) * block)
+    units = fsdp_units(config, tensor_parallel)
+    gradient = BYTES_GATHERED + BYTES_REDUCED  # a reduce-scatter's bf16 gradient and its fp32 copy
+    if config.tie_embeddings:
+        table = units.head - config.dim
+        return (BYTES_GATHERED * units.head + BYTES_GATHERED * table
+                + (gradient + BYTES_GATHERED) * units.block)
+    return gradient * max(units.head, units.block) + BYTES_GATHERED * units.block
 
 
 def fsdp_comm_bytes(config: ModelConfig, data_parallel: int, tensor_parallel: int = 1) -> int:
     """Bytes each GPU sends for FSDP in one forward + backward (one micro-batch), ring collectives over
-    ``data_parallel`` ranks: bf16 all-gathers of every unit in the forward and of all but the last block in the
-    backward, ``2 (2 N - B)``, and the fp32 reduce-scatter of the gradients, ``4 N``, for a slice of ``N`` parameters
-    and blocks of ``B``; ``(dp - 1) / dp`` of that.
+    ``data_parallel`` ranks: bf16 all-gathers of every unit in the forward and, in the backward, of all but the two
+    that keep their weights from the forward because the backward starts with them (the head's unit, ``H``, and the
+    last block, ``B``): ``2 (2 N - H - B)``; and the fp32 reduce-scatter of the gradients, ``4 N``, for a slice of
+    ``N`` parameters; ``(dp - 1) / dp`` of that. (The embedding table is gathered again for its backward, which does
+    not read it: FSDP gathers every unit before its backward.)
 
-    >>> fsdp_comm_bytes(get_preset("llama3.1-8b"), 8)  # (2 (2 N - B) + 4 N) x 7 / 8 = 55.8 GB
-    55830132736
+    >>> fsdp_comm_bytes(get_preset("llama3.1-8b"), 8)  # (2 (2 N - H - B) + 4 N) x 7 / 8 = 54.9 GB
+    54910786560
     """
     n_params = tensor_parallel_params(config, tensor_parallel)
-    _, block = fsdp_units(config, tensor_parallel)
-    full = BYTES_GATHERED * (2 * n_params - block) + BYTES_REDUCED * n_params
+    units = fsdp_units(config, tensor_parallel)
+    full = BYTES_GATHERED * (2 * n_params - units.head - units.block) + BYTES_REDUCED * n_params
     return full * (data_parallel - 1) // data_parallel
+
+
+def data_parallel_gbps(gpu: GPU, gpus: int, tensor_parallel: int = 1, gpus_per_node: int = 8,
+                       internode_gbps: float = INTERNODE_GBPS) -> float:
+    """Bandwidth per GPU, GB/s per direction, of a data-parallel group's collectives: ``bytes sent / this`` is their
+    time.
+
+    Inside a node: NVLink. Across nodes, a ring (or NCCL's hierarchical) collective over a group with ``k`` GPUs on
+    each node runs ``k`` channels side by side, one through each GPU's own NIC, as in Meta's Llama 3 clusters and
+    DGX H100 nodes (eight 400 Gb/s NICs per node, one per GPU; Grattafiori et al. 2024, §3.3.1): each GPU still sends
+    its bytes over NVLink, and the bytes that cross nodes are shared by the node's ``k`` NICs. So the time is about
+    ``max(bytes / NVLink, bytes / (k x NIC))`` = ``bytes / min(NVLink, k x NIC)``. ``k = gpus_per_node / tp``: 1 with
+    tensor parallelism over a whole node (each data-parallel ring hops node to node through every GPU's NIC), 8 for
+    FSDP over all the GPUs of 8-GPU nodes (8 x 50 = 400 GB/s, a little under NVLink's 450).
+
+    >>> h100 = GPUS["h100"]
+    >>> data_parallel_gbps(h100, 8), data_parallel_gbps(h100, 64), data_parallel_gbps(h100, 64, tensor_parallel=8)
+    (450, 400.0, 50.0)
+    """
+    if gpus <= gpus_per_node:
+        return gpu.link_gbps
+    per_node = max(1, gpus_per_node // tensor_parallel)
+    return min(gpu.link_gbps, per_node * internode_gbps)
 
 
 def tensor_parallel_comm_bytes(config: ModelConfig, tokens: int, activation_checkpointing: bool,
@@ -559,7 +606,7 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
         comm_bytes = 2 * BYTES_REDUCED * n_params * (data_parallel - 1) // data_parallel
     else:  # gathers and a reduce-scatter per micro-batch
         comm_bytes = grad_accum_steps * fsdp_comm_bytes(config, data_parallel, tp)
-    link_gbps = spec.link_gbps if gpus <= gpus_per_node else min(spec.link_gbps, internode_gbps)
+    link_gbps = data_parallel_gbps(spec, gpus, tp, gpus_per_node, internode_gbps)
     comm_time = comm_bytes / (link_gbps * 1e9)
     if comm_time > step_time:
         problems.append(f"communication ({comm_time:,.1f} s per step at {link_gbps:g} GB/s) takes longer than the "
@@ -716,7 +763,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-tokens", default=None, help="a token budget to time, powers of ten (e.g. 15.6T)")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs joined by NVLink (default 8)")
     parser.add_argument("--internode-gbps", type=float, default=INTERNODE_GBPS,
-                        help=f"network GB/s per GPU across nodes (default {INTERNODE_GBPS:g})")
+                        help=f"network GB/s of each GPU's own NIC across nodes (default {INTERNODE_GBPS:g}); a "
+                             f"data-parallel group with k GPUs on a node uses k of them at once")
     parser.add_argument("--json", action="store_true", help="print the plans as JSON")
 
 

@@ -13,15 +13,15 @@ parallel one, in torchtitan's fixed order (Liang et al. 2024):
    recomputation included, and the compiler compiles one graph that repeats ``n_layers`` times;
 3. **data parallelism**, last, because it wraps what the steps above built:
 
-   * **FSDP2** (``fully_shard``; Zhao et al. 2023, ZeRO-3 of Rajbhandari et al. 2020): each transformer block, then
-     the root (embeddings, final norm, output head), becomes one unit whose weights, gradients and optimizer state
-     are split in ``world_size`` shards. A unit's weights are all-gathered just before its forward (and again before
-     its backward) and freed after; its gradients are reduce-scattered, so each rank keeps the gradient of its shard.
-     With tensor parallelism FSDP shards over the mesh's ``"dp"`` dimension only: the ranks of one tensor-parallel
-     group hold different slices and must not be averaged together (a 2D mesh: ``dp x tp``).
-     Sharding per block bounds the memory of unsharded weights to about one block at a time and lets the all-gather
-     of block ``i + 1`` overlap the compute of block ``i``. Parameters stay ``nn.Parameter`` s (as ``DTensor`` s),
-     with their names, so checkpoints and the optimizer see the same model.
+   * **FSDP2** (``fully_shard``; Zhao et al. 2023, ZeRO-3 of Rajbhandari et al. 2020): the embedding table, each
+     transformer block, and the final norm with the output head each become one unit (:func:`apply_fsdp`), whose
+     weights, gradients and optimizer state are split in ``world_size`` shards. A unit's weights are all-gathered
+     just before its forward (and again before its backward) and freed after; its gradients are reduce-scattered,
+     so each rank keeps the gradient of its shard. With tensor parallelism FSDP shards over the mesh's ``"dp"``
+     dimension only: the ranks of one tensor-parallel group hold different slices and must not be averaged together
+     (a 2D mesh: ``dp x tp``). Sharding per block bounds the memory of unsharded weights to about one unit at a time
+     and lets the all-gather of block ``i + 1`` overlap the compute of block ``i``. Parameters stay
+     ``nn.Parameter`` s (as ``DTensor`` s), with their names, so checkpoints and the optimizer see the same model.
    * **DDP** (Li et al. 2020): every rank holds the whole model; gradients are averaged with all-reduces, in
      buckets that start while the backward is still running.
 
@@ -136,17 +136,38 @@ def parallel_mesh(tensor_parallel: int = 1) -> DeviceMesh:
 
 def apply_fsdp(model: nn.Module, mesh: DeviceMesh, policy: MixedPrecisionPolicy, reshard_after_forward: bool = True
                ) -> nn.Module:
-    """``fully_shard`` each block of ``model.layers``, then the root, in place; returns ``model``.
+    """``fully_shard`` the embedding table, each block of ``model.layers``, the final norm with the output head, then
+    the root, in place, as torchtitan does; returns ``model``.
 
-    The last block keeps its weights after the forward: the backward starts with it, so freeing them only to gather
-    them again at once would be wasted traffic (torchtitan does the same). The root's parameters (embeddings, final
-    norm, output head) form the last unit; FSDP keeps the root's gathered weights until the backward too.
+    Each call makes one unit, gathered by one all-gather and reduce-scattered by one reduce-scatter, so the units in
+    forward order are: ``tok_embeddings``; each block; ``[norm, output]``; the root, which then holds no parameters
+    and only drives the others. Splitting the table from the head halves what would be the largest all-gather (a root
+    of embeddings, norm and head holds ``2 V d + d`` parameters: 1.05B for 8B, 4.2B for 405B), and the head's
+    gradient is reduce-scattered, and its weights freed, as soon as the head's backward is done instead of at the end
+    of the backward.
+
+    With ``reshard_after_forward`` (ZeRO-3), every unit's gathered weights are freed after its forward and gathered
+    again for its backward, except where that would be wasted traffic: the head unit and the last block keep their
+    weights, because the backward starts with them. The embedding table is freed: the backward reaches it last (and
+    FSDP gathers it again then, although an embedding's backward does not read its weights).
+
+    With tied embeddings (Llama 3.2 1B and 3B: ``model.output is None``) the head multiplies by
+    ``tok_embeddings.weight``, which is used first and last in the forward and first and last in the backward. A
+    parameter belongs to one unit, and a unit is gathered around its modules' forwards: as a unit of its own the
+    embedding would gather the table for its forward only, and the head, which reads the weight outside that module,
+    would find it sharded. So the table stays in the root, with the final norm; the root keeps its weights from the
+    forward to the backward, which starts with it, and reduce-scatters their gradient once the embedding's backward
+    has added its part, at the end.
     """
     n_layers = len(model.layers)
+    if model.output is not None:
+        fully_shard(model.tok_embeddings, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     for index, block in enumerate(model.layers):
         fully_shard(block, mesh=mesh, mp_policy=policy,
                     reshard_after_forward=reshard_after_forward and index < n_layers - 1)
-    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    if model.output is not None:
+        fully_shard([model.norm, model.output], mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
     return model
 
 
