@@ -147,7 +147,9 @@ def _materialized(model: torch.nn.Module) -> dict:
     plain.load_state_dict(full)
     tokens = torch.arange(48).reshape(2, 24) % model.config.vocab_size
     logits_error = float((model(tokens) - plain(tokens)).abs().max())
-    model.reshard()  # the root unit keeps its gathered weights after a forward (until a backward): free them
+    for module in model.modules():  # the head unit and the last block keep their gathered weights after a forward
+        if hasattr(module, "reshard"):  # (until a backward, which starts with them): free them
+            module.reshard()
     return {"stats": stats, "on_meta": on_meta, "finite": finite, "shards_repeat": repeated,
             "logits_error": logits_error}
 
