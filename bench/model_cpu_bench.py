@@ -22,10 +22,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from minillama.checkpoint import config_to_hf, to_hf_state_dict
 from minillama.config import get_preset
 from minillama.generate import generate
 from minillama.model import Llama
+from minillama.weights import config_to_hf, to_hf_state_dict
 
 # preset -> (batch, sequence length) for the training step; small-100m kept small so the bench takes minutes.
 TRAIN_SHAPES = {"tiny": (8, 256), "small-100m": (1, 128)}

@@ -182,7 +182,7 @@ def _prompt_and_stops(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minillama.checkpoint import load_checkpoint
+    from minillama.weights import load_checkpoint
 
     device = _pick_device(args.device)
     model = load_checkpoint(args.checkpoint, device=device, dtype=_pick_dtype(args.dtype, device))

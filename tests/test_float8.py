@@ -350,8 +350,8 @@ def test_fsdp_float8_checkpoint_consolidates_into_a_plain_model(fsdp_run, tmp_pa
     """With the float8 all-gather, DCP pickles torchao's weight wrapper into the shards: reading them needs torchao
     imported (it registers the class with ``torch.load``, as the fixture's import did), and gives the same names
     and weights as the float8 model, in our single-device format."""
-    from minillama.checkpoint import load_state
-    from minillama.parallel.checkpoint import consolidate
+    from minillama.parallel.sharded_checkpoint import consolidate
+    from minillama.weights import load_state
 
     config, state_dict = load_state(consolidate(fsdp_run / "checkpoint", tmp_path / "consolidated"))
     whole = torch.load(fsdp_run / "whole.pt", weights_only=True)

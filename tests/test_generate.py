@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillama.checkpoint import save_checkpoint
 from minillama.config import LLAMA3_VOCAB_SIZE, get_preset
 from minillama.generate import generate, sample_next_token, stream
 from minillama.model import Llama
+from minillama.weights import save_checkpoint
 
 
 def frequencies(logits: torch.Tensor, draws: int = 20000, **kwargs) -> torch.Tensor:

@@ -39,7 +39,7 @@ from _train_helpers import one_thread, small_corpus  # noqa: F401 (a fixture)
 from minillama.config import get_preset
 from minillama.generate import generate
 from minillama.model import Llama
-from minillama.parallel.checkpoint import is_sharded_checkpoint
+from minillama.parallel.sharded_checkpoint import is_sharded_checkpoint
 from minillama.train.config import TrainConfig
 from minillama.train.metrics import read_metrics
 from minillama.train.trainer import Trainer

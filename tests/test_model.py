@@ -146,7 +146,7 @@ def hf_model_from(model: Llama, tmp_path: Path):
     """``transformers.LlamaForCausalLM`` holding ``model``'s weights, written and read through our HF I/O."""
     from transformers import LlamaForCausalLM
 
-    from minillama.checkpoint import save_hf
+    from minillama.weights import save_hf
 
     save_hf(model, tmp_path / "hf")
     return LlamaForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()

@@ -10,7 +10,7 @@ import sys
 
 from _train_helpers import small_corpus
 
-from minillama.parallel.checkpoint import is_sharded_checkpoint
+from minillama.parallel.sharded_checkpoint import is_sharded_checkpoint
 from minillama.train.metrics import read_metrics
 
 FLAGS = ["--parallel", "fsdp", "--device", "cpu", "--model", "nano", "--seq-len", "32", "--warmup-steps", "1",

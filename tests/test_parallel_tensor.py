@@ -21,9 +21,9 @@ from _tensor_parallel_helpers import four_rank_2d, two_rank_tensor_parallel
 from _train_helpers import small_corpus
 
 from minillama.config import get_preset
-from minillama.parallel.checkpoint import ShardedCheckpointer
 from minillama.parallel.distributed import init_distributed
 from minillama.parallel.parallelize import ParallelConfig
+from minillama.parallel.sharded_checkpoint import ShardedCheckpointer
 from minillama.parallel.tensor_parallel import check_tensor_parallel
 from minillama.parallel.training import distributed_trainer
 from minillama.train.config import TrainConfig

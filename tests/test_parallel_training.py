@@ -23,8 +23,8 @@ from _train_helpers import small_corpus
 
 from minillama.config import get_preset
 from minillama.data.loader import eval_windows
-from minillama.parallel.checkpoint import ShardedCheckpointer, is_sharded_checkpoint
 from minillama.parallel.distributed import init_distributed
+from minillama.parallel.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint
 from minillama.parallel.training import distributed_trainer
 from minillama.train.metrics import read_metrics
 from minillama.train.trainer import Trainer

@@ -26,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_trainer(config: TrainConfig):
     """The trainer for this process: plain, or one rank of a DDP/FSDP job."""
-    from minillama.parallel.checkpoint import is_sharded_checkpoint
     from minillama.parallel.distributed import init_distributed, launched_by_torchrun
-    from minillama.train.checkpointing import resolve_checkpoint
+    from minillama.parallel.sharded_checkpoint import is_sharded_checkpoint
     from minillama.train.trainer import Trainer
+    from minillama.train.training_checkpoint import resolve_checkpoint
 
     needs_group = config.parallel != "none" or launched_by_torchrun()
     resuming_sharded = bool(config.resume) and is_sharded_checkpoint(resolve_checkpoint(config.resume))

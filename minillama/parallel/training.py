@@ -14,7 +14,7 @@ The trainer was written with the seams this needs (``rank``, ``world_size``, ``w
   model never exists whole in any one memory;
 * **logging**: only rank 0 prints and writes ``metrics.jsonl``; losses and evaluation sums are averaged over ranks;
 * **checkpoints**: DDP writes the single-device format from rank 0 (every rank holds all of it); FSDP writes a
-  sharded checkpoint from every rank (:class:`~minillama.parallel.checkpoint.ShardedCheckpointer`).
+  sharded checkpoint from every rank (:class:`~minillama.parallel.sharded_checkpoint.ShardedCheckpointer`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from collections.abc import Callable
 
 from minillama.config import get_preset
 from minillama.data.tokenized import TokenizedCorpus, prepare_corpus
-from minillama.parallel.checkpoint import ShardedCheckpointer, is_sharded_checkpoint
 from minillama.parallel.distributed import DistributedContext, all_reduce_sum, broadcast_object, main_first
 from minillama.parallel.parallelize import ParallelConfig, parallelize
+from minillama.parallel.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint
 from minillama.parallel.tensor_parallel import check_tensor_parallel
-from minillama.train.checkpointing import resolve_checkpoint
 from minillama.train.config import TrainConfig
 from minillama.train.trainer import Trainer, autocast_dtype, default_run_dir
+from minillama.train.training_checkpoint import resolve_checkpoint
 
 
 def check_resume_format(config: TrainConfig, sharded: bool) -> None:

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, make_trainer: Callable | None = None) -> int:
     """The command. ``make_trainer(config)`` builds the trainer (default: one process, :class:`Trainer`); chapter 9's
     launcher passes one that joins a torchrun job and wires DDP or FSDP."""
-    from minillama.train.checkpointing import resolve_checkpoint
     from minillama.train.guard import TrainingDiverged
+    from minillama.train.training_checkpoint import resolve_checkpoint
 
     started = time.perf_counter()
     try:

@@ -35,12 +35,12 @@ from minillama.config import ModelConfig, get_preset
 from minillama.data.loader import TrainLoader, eval_batches, eval_windows
 from minillama.data.tokenized import EOT, TokenizedCorpus, prepare_corpus
 from minillama.model import Llama
-from minillama.train.checkpointing import Checkpointer, resolve_checkpoint, rng_state, set_rng_state
 from minillama.train.config import TrainConfig
 from minillama.train.guard import NonFiniteGuard
 from minillama.train.metrics import MetricsLogger, Throughput, mfu, peak_flops
 from minillama.train.schedule import lr_at
 from minillama.train.step import StepResult, train_step
+from minillama.train.training_checkpoint import Checkpointer, resolve_checkpoint, rng_state, set_rng_state
 from minillama.train.wrapping import wrap_single_device
 
 # --- device and precision --------------------------------------------------------------------------------------------

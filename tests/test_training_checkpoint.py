@@ -14,11 +14,11 @@ import pytest
 import torch
 from _train_helpers import nano_config, one_thread, small_corpus  # noqa: F401 (one_thread is a fixture)
 
-from minillama.checkpoint import load_checkpoint
 from minillama.config import get_preset
 from minillama.model import Llama
-from minillama.train.checkpointing import PAUSE_BEFORE_RENAME_ENV, Checkpointer, resolve_checkpoint
 from minillama.train.trainer import Trainer
+from minillama.train.training_checkpoint import PAUSE_BEFORE_RENAME_ENV, Checkpointer, resolve_checkpoint
+from minillama.weights import load_checkpoint
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 

@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from minillama.checkpoint import load_checkpoint
 from minillama.config import get_preset
 from minillama.model import Llama
-from minillama.parallel import checkpoint as sharded
-from minillama.parallel.checkpoint import ShardedCheckpointer, consolidate, is_sharded_checkpoint
+from minillama.parallel import sharded_checkpoint as sharded
+from minillama.parallel.sharded_checkpoint import ShardedCheckpointer, consolidate, is_sharded_checkpoint
 from minillama.parallel.training import check_resume_format
-from minillama.train.checkpointing import Checkpointer, rng_state
 from minillama.train.config import TrainConfig
+from minillama.train.training_checkpoint import Checkpointer, rng_state
+from minillama.weights import load_checkpoint
 
 
 def _trained(seed: int) -> tuple[Llama, torch.optim.AdamW]:

@@ -7,7 +7,7 @@ pieces *it* needs for its current shards and DCP reads them from wherever they a
 GPUs loads on 8, or on 1 (*resharding*).
 
 A sharded checkpoint is a folder ``RUN/checkpoints/step_N/`` like the single-device one, with the same three
-methods (:meth:`~minillama.train.checkpointing.Checkpointer.save`, ``load``, ``latest``), so the ``Trainer`` does
+methods (:meth:`~minillama.train.training_checkpoint.Checkpointer.save`, ``load``, ``latest``), so the ``Trainer`` does
 not know which one it has:
 
 * ``.metadata`` + ``__R_0.distcp`` per rank ``R``: the model's weights and AdamW's state (``get_state_dict``
@@ -47,11 +47,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from minillama.checkpoint import save_checkpoint
 from minillama.config import ModelConfig
 from minillama.model import Llama
 from minillama.parallel.distributed import barrier, gather_objects, get_rank, get_world_size
-from minillama.train.checkpointing import STEP_PREFIX, Checkpointer, fsync_dir, publish
+from minillama.train.training_checkpoint import STEP_PREFIX, Checkpointer, fsync_dir, publish
+from minillama.weights import save_checkpoint
 
 METADATA_FILE = ".metadata"  # written by DCP; its presence is what makes a folder a sharded checkpoint
 
@@ -81,7 +81,7 @@ class ShardedCheckpointer(Checkpointer):
     """Saves and loads sharded checkpoints in ``directory``; every rank calls :meth:`save` and :meth:`load`.
 
     Retention (``keep_last`` newest + the best by validation loss) and listing are the single-device
-    :class:`~minillama.train.checkpointing.Checkpointer` 's, done by rank 0.
+    :class:`~minillama.train.training_checkpoint.Checkpointer` 's, done by rank 0.
     """
 
     collective = True
@@ -165,7 +165,7 @@ class ShardedCheckpointer(Checkpointer):
 
 def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
     """Turn a sharded checkpoint into our single-device format (``model.safetensors`` + ``config.json`` +
-    tokenizer) in ``out``, for ``minillama generate`` and ``minillama.checkpoint.load_checkpoint``.
+    tokenizer) in ``out``, for ``minillama generate`` and ``minillama.weights.load_checkpoint``.
 
     Runs in one process without a process group: DCP reads every shard of every weight into a whole model on the
     CPU (so it needs the model's float32 size in memory: 32 GB for 8B). The optimizer state is not read.

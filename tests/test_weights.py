@@ -12,7 +12,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from minillama.checkpoint import (
+from minillama.config import PRESETS, ModelConfig, get_preset
+from minillama.model import Llama
+from minillama.weights import (
     check_state_dict,
     config_from_hf,
     config_to_hf,
@@ -25,8 +27,6 @@ from minillama.checkpoint import (
     save_checkpoint,
     save_hf,
 )
-from minillama.config import PRESETS, ModelConfig, get_preset
-from minillama.model import Llama
 
 SMALL = ModelConfig(dim=64, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=300, multiple_of=32,
                     ffn_dim_multiplier=1.3, rope_theta=10000.0, use_scaled_rope=True, rope_original_max_seq_len=32,
@@ -124,7 +124,7 @@ def test_meta_checkpoint_without_output_weight_loads_tied(tmp_path):
 
 def test_meta_llama32_params_json_gets_the_preset_rope_factor(tmp_path):
     # Meta's params.json for 3.2 records neither its rope factor (32, as in its Hugging Face config) nor the tying
-    from minillama.checkpoint import _fill_from_preset
+    from minillama.weights import _fill_from_preset
 
     config = ModelConfig.from_params_json(_params(tmp_path, get_preset("llama3.2-1b")))
     assert config.rope_scaling_factor == 8.0
@@ -261,7 +261,7 @@ def test_our_format_roundtrip_with_tokenizer(tmp_path):
 
 
 def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
-    import minillama.checkpoint as checkpoint
+    import minillama.weights as checkpoint
 
     save_checkpoint(small_model(seed=0), tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()

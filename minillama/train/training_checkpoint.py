@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``RUN/checkpoints/step_N/`` (``N`` = optimizer steps done) holding
 
-* ``model.safetensors`` + ``config.json`` + ``tokenizer.model``: our model format (``minillama.checkpoint``), so
+* ``model.safetensors`` + ``config.json`` + ``tokenizer.model``: our model format (``minillama.weights``), so
   ``minillama generate RUN/checkpoints/step_N`` works on any checkpoint;
 * ``optimizer.pt``: AdamW's moments and step counts;
 * ``train_state.pt``: the step, the data position, the guard's counters, the loss scaler, every random number
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from minillama.checkpoint import save_checkpoint
+from minillama.weights import save_checkpoint
 
 # Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
 PAUSE_BEFORE_RENAME_ENV = "MINILLAMA_CHECKPOINT_PAUSE_BEFORE_RENAME"

@@ -393,12 +393,13 @@ def save_hf(model: Llama, path: str | Path, tokenizer=None) -> Path:
     """Save ``model`` as a Hugging Face Llama folder (``config.json`` + ``model.safetensors``).
 
     With ``tokenizer`` (a ``BPETokenizer``, a ``Llama3Tokenizer`` or a tiktoken rank file such as our
-    ``tokenizer.model``), also ``tokenizer.json`` + ``tokenizer_config.json`` (:mod:`minillama.hf_tokenizer`), so that
-    ``transformers.AutoTokenizer.from_pretrained(path)`` opens the folder too.
+    ``tokenizer.model``), also ``tokenizer.json`` + ``tokenizer_config.json``
+    (:mod:`minillama.tokenizer.huggingface`), so that ``transformers.AutoTokenizer.from_pretrained(path)`` opens the
+    folder too.
     """
     path = Path(path)
     if tokenizer is not None:
-        from minillama.hf_tokenizer import load_tokenizer
+        from minillama.tokenizer.huggingface import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer)
         if tokenizer.n_vocab > model.config.vocab_size:
@@ -408,7 +409,7 @@ def save_hf(model: Llama, path: str | Path, tokenizer=None) -> Path:
     _write_safetensors(path / "model.safetensors", to_hf_state_dict(model.state_dict(), model.config))
     _write_json(path / "config.json", config_to_hf(model.config, dtype))
     if tokenizer is not None:
-        from minillama.hf_tokenizer import save_hf_tokenizer
+        from minillama.tokenizer.huggingface import save_hf_tokenizer
 
         save_hf_tokenizer(tokenizer, path, model_max_length=model.config.max_seq_len)
     return path

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minillama.hf_tokenizer import bytes_to_unicode, hf_merges, hf_tokenizer_json, load_tokenizer, save_hf_tokenizer
 from minillama.tokenizer import (
     GPT2_SPLIT_PATTERN,
     GPT4_SPLIT_PATTERN,
@@ -22,6 +21,13 @@ from minillama.tokenizer import (
     BPETokenizer,
     Llama3Tokenizer,
     default_tokenizer_path,
+)
+from minillama.tokenizer.huggingface import (
+    bytes_to_unicode,
+    hf_merges,
+    hf_tokenizer_json,
+    load_tokenizer,
+    save_hf_tokenizer,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -154,9 +160,9 @@ def test_rank_files_as_input(tmp_path):
 def test_save_hf_writes_a_folder_transformers_opens_whole(tmp_path):
     import torch
 
-    from minillama.checkpoint import save_hf
     from minillama.config import get_preset
     from minillama.model import Llama
+    from minillama.weights import save_hf
 
     tok = BPETokenizer().train(shakespeare()[:100_000], vocab_size=300, special_tokens=SPECIALS[:2])
     torch.manual_seed(0)
