@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from minillama.errors import UserError
+
 # name -> (module that owns the command, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("minillama.info", "show package versions, the devices found (CUDA/MPS/CPU) and threads"),
@@ -31,6 +33,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="Build and train Llama 3 from scratch. Run `minillama COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"minillama {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error, a user's mistake too")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _command_in(argv)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -55,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"minillama {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
