@@ -6,4 +6,4 @@ Import the stage you need (``from minillama.autograd import Tensor``); importing
 pulls in neither torch nor matplotlib.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
