@@ -7,6 +7,8 @@ asked for; pip's cache makes a second build fast.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("minillama_sync_install_cell", ROOT / "scripts" / "sync_install_cell.py")
+install_cell = importlib.util.module_from_spec(_spec)  # scripts/sync_install_cell.py: the chapters' install line
+_spec.loader.exec_module(install_cell)
 TORCH = os.environ.get("MINILLAMA_TEST_TORCH", "torch==2.13.0")
 
 
@@ -47,12 +52,27 @@ def build_distributions(dist: Path) -> str:
     return run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], timeout=600)
 
 
-def fresh_install(folder: Path, extras: str = "") -> FreshInstall:
-    """Build the distributions and install the wheel (with ``extras``, e.g. ``"[book-chapters]"``) in a new venv."""
+def chapter_extras() -> str:
+    """The union of the extras the chapters' install cells ask for, e.g. ``"[hf,llama3]"``."""
+    extras = set()
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        cell = install_cell.first_code_cell(json.loads(path.read_text(encoding="utf-8")))
+        match = install_cell.INSTALL_LINE.search("".join(cell["source"]))
+        if match and match["extras"]:
+            extras |= set(match["extras"].strip("[]").split(","))
+    return f"[{','.join(sorted(extras))}]" if extras else ""
+
+
+def fresh_install(folder: Path, extras: str = "", kernel: bool = False) -> FreshInstall:
+    """Build the distributions and install the wheel (with ``extras``, e.g. ``"[hf]"``) in a new venv.
+
+    ``kernel`` adds what runs a notebook (ipykernel, nbclient), as Colab or a reader's Jupyter has it.
+    """
     dist, venv = folder / "dist", folder / "venv"
     build_distributions(dist)
     run([sys.executable, "-m", "venv", str(venv)], timeout=300)
     install = FreshInstall(dist, venv)
     run([install.bin("python"), "-m", "pip", "install", "-q", *TORCH.split()], timeout=900)
-    run([install.bin("python"), "-m", "pip", "install", "-q", f"{install.wheel}{extras}"], timeout=900)
+    jupyter = ["ipykernel", "nbclient"] if kernel else []
+    run([install.bin("python"), "-m", "pip", "install", "-q", f"{install.wheel}{extras}", *jupyter], timeout=900)
     return install

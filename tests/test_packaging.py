@@ -14,21 +14,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _fresh_venv import ROOT, FreshInstall, build_distributions, fresh_install, run
+from _fresh_venv import ROOT, build_distributions, run
 
 import minillama
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> FreshInstall:
-    return fresh_install(tmp_path_factory.mktemp("fresh"))
-
-
 def test_the_build_warns_of_nothing_deprecated(tmp_path):
     log = build_distributions(tmp_path)
-    warnings = [line for line in log.splitlines() if re.search(r"DeprecationWarning|\bdeprecated\b", line, flags=re.IGNORECASE)]
+    deprecated = re.compile(r"DeprecationWarning|\bdeprecated\b", flags=re.IGNORECASE)
+    warnings = [line for line in log.splitlines() if deprecated.search(line)]
     assert not warnings, "\n".join(warnings)
 
 
