@@ -9,7 +9,7 @@ Run from the command line it trains a byte-level BPE tokenizer on tinyshakespear
 metrics (loss curves, bits per byte, a sample) to a JSON file; the chapter shows the result of::
 
     python -m minillama.numpy_llama --preset tiny --vocab-size 512 --steps 1000 --batch-size 16 --seq-len 128 \
-        --warmup-steps 50 --eval-every 50 --eval-batches 16 --log-every 25 --out chapters/data/numpy_llama_run.json
+        --warmup-steps 50 --eval-every 50 --eval-batches 16 --log-every 25 --out minillama/recorded/numpy_llama_run.json
 """
 
 from __future__ import annotations
