@@ -42,7 +42,7 @@ async () => {
     const cell = el.closest('div.cell');
     const cells = [...main.querySelectorAll('div.cell')];
     const where = cell ? `cell ${cells.indexOf(cell)}` : 'text';
-    const first = (el.innerText || '').split('\\n').find((line) => line.trim()) || '';
+    const first = (el.textContent || '').split('\\n').find((line) => line.trim()) || '';
     return `${where}: ${first.trim().slice(0, 70)}`;
   };
   const overflowing = blocks
