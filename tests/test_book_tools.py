@@ -42,7 +42,10 @@ def test_tidy_moves_markers_to_tags_drops_noqa_and_reports_long_lines(tmp_path):
 @pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium (apt-get install chromium)")
 def test_browser_check_finds_each_problem_and_passes_a_clean_page(tmp_path):
     check = load_script(".ci/check_book_browser.py")
-    cell = '<div class="cell"><div class="cell_input"><pre>{code}</pre></div><div class="cell_output">{outs}</div></div>'
+    cell = (
+        '<div class="cell"><div class="cell_input"><pre>{code}</pre></div>'
+        '<div class="cell_output">{outs}</div></div>'
+    )
     box = '<div class="output {kind}"><pre>{text}</pre></div>'
     bad = "<main>" + "".join([
         cell.format(code="# NBVAL_IGNORE_OUTPUT\nprint(1)", outs=box.format(kind="stream", text="1")),
