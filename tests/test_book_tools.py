@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -65,3 +66,12 @@ def test_browser_check_finds_each_problem_and_passes_a_clean_page(tmp_path):
     assert bad_report["scaffolding"] == ["NBVAL_IGNORE_OUTPUT"]
     assert len(check.problems_of(bad_report)) == 4
     assert check.problems_of(good_report) == []
+
+
+def test_every_bibliography_entry_links_to_its_source():
+    # A DOI or an arXiv abstract (url) on every entry; a plain URL only where neither exists (reports, posts, books).
+    text = (ROOT / "book" / "references.bib").read_text()
+    entries = re.findall(r"@\w+\{([^,]+),(.*?)\n\}", text, re.S)
+    assert len(entries) > 50
+    unlinked = [key for key, body in entries if not re.search(r"^\s*(doi|url)\s*=|\\url\{", body, re.M)]
+    assert unlinked == [], f"bibliography entries without a DOI, arXiv or URL link: {unlinked}"
