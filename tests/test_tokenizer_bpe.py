@@ -99,6 +99,14 @@ def test_training_on_real_text_equals_brute_force():
     assert learn_merges(counts, 256 + 120) == naive_merges(counts, 256 + 120, 2)
 
 
+def test_training_on_pydocs_equals_brute_force():
+    # The always-available offline corpus (the help() topics in pydoc_data): prose, code samples and tables.
+    from minillama.data import load_text
+
+    counts = count_pieces(load_text("pydocs")[:20_000], LLAMA3_SPLIT_PATTERN)
+    assert learn_merges(counts, 256 + 150) == naive_merges(counts, 256 + 150, 2)
+
+
 def test_ties_merge_the_lexicographically_greatest_pair():
     # Every pair occurs once: the first merge is the greatest pair, ("y", "z") beats ("a", "b") and ("x", "y").
     assert learn_merges({b"ab": 3, b"xy": 3, b"yz": 3}, 257) == [(b"y", b"z")]
