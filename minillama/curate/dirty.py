@@ -62,7 +62,8 @@ BOILERPLATE_PAGES = [
     "Access denied. You do not have permission to view this page. Please sign in with an account that has "
     "access, or contact the administrator of the site.",
 ]
-SPAM_PRODUCTS = ["cheap watches", "weight loss pills", "crypto signals", "casino bonus", "replica bags", "seo backlinks"]
+SPAM_PRODUCTS = ["cheap watches", "weight loss pills", "crypto signals", "casino bonus", "replica bags",
+                 "seo backlinks"]
 LOREM = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et "
          "dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex "
          "ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore eu "

@@ -66,7 +66,7 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
 
 
 def jaccard(a: set | np.ndarray, b: set | np.ndarray) -> float:
-    """Exact Jaccard similarity ``|A & B| / |A | B|`` of two sets (or arrays of distinct hashes); 1.0 if both are empty."""
+    """Exact Jaccard similarity ``|A & B| / |A | B|`` of two sets or arrays of distinct hashes (1.0 if both empty)."""
     a, b = set(a.tolist() if isinstance(a, np.ndarray) else a), set(b.tolist() if isinstance(b, np.ndarray) else b)
     union = len(a | b)
     return len(a & b) / union if union else 1.0

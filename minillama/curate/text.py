@@ -27,7 +27,7 @@ def normalize(text: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Case-folded words of ``text`` (runs of letters, digits and underscores): ``"It's 3 pm" -> ['it', 's', '3', 'pm']``."""
+    """Case-folded words (runs of letters, digits, underscores): ``"It's 3 pm" -> ['it', 's', '3', 'pm']``."""
     return WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
@@ -75,7 +75,7 @@ def shingle_hashes(text: str, n: int = 5) -> np.ndarray:
 
 
 def shingle_strings(text: str, n: int = 5) -> set[str]:
-    """The word n-grams as strings (what ``datasketch`` and the chapter hash): ``"a b c d", 3 -> {"a b c", "b c d"}``."""
+    """The word n-grams as strings (what ``datasketch`` hashes): ``"a b c d", 3 -> {"a b c", "b c d"}``."""
     tokens = words(text)
     if len(tokens) < n:
         return {" ".join(tokens)} if tokens else set()
