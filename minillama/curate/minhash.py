@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minillama.curate.text import shingle_hashes
+from minillama.curate.text import ngram_hashes, word_hashes, words
 
-_BLOCK = 2048  # shingles hashed at once: bounds the (num_perm, block) temporary to num_perm * 16 KB
+_BLOCK = 512  # shingles hashed at once: a (block, num_perm) uint64 buffer of 512 KB stays in the CPU's cache
 
 
 @dataclass(frozen=True)
@@ -43,19 +43,24 @@ class MinHasher:
     def signature_of_hashes(self, shingles: np.ndarray) -> np.ndarray:
         """Signature of a set given as 64-bit shingle hashes ``(S,)`` -> ``(num_perm,)`` uint32.
 
-        An empty set gets the all-ones signature (no shingle ever reaches it), so two empty documents agree.
+        Repeated hashes change nothing (a minimum over a multiset is the minimum over its set). The top 32 bits are
+        taken after the minimum: the shift is monotonic, so it commutes with ``min`` and runs once per function. An
+        empty set gets the all-ones signature (no shingle ever reaches it), so two empty documents agree.
         """
-        signature = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+        minima = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
+        buffer = np.empty((_BLOCK, self.num_perm), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for start in range(0, len(shingles), _BLOCK):
-                block = shingles[None, start : start + _BLOCK]  # (1, S_block)
-                hashed = (self.a[:, None] * block + self.b[:, None]) >> np.uint64(32)  # (num_perm, S_block)
-                np.minimum(signature, hashed.min(axis=1).astype(np.uint32), out=signature)
-        return signature
+                block = shingles[start : start + _BLOCK, None]  # (S_block, 1)
+                hashed = buffer[: len(block)]  # (S_block, num_perm)
+                np.multiply(block, self.a[None, :], out=hashed)
+                np.add(hashed, self.b[None, :], out=hashed)
+                np.minimum(minima, hashed.min(axis=0), out=minima)
+        return (minima >> np.uint64(32)).astype(np.uint32)
 
     def signature(self, text: str) -> np.ndarray:
         """Signature of a document's word shingles, ``(num_perm,)`` uint32."""
-        return self.signature_of_hashes(shingle_hashes(text, self.shingle_size))
+        return self.signature_of_hashes(ngram_hashes(word_hashes(words(text)), self.shingle_size))
 
 
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
