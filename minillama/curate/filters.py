@@ -47,16 +47,15 @@ class FilterConfig:
 
 
 def _top_ngram_fraction(hashes: np.ndarray, lengths: np.ndarray, n: int) -> float:
-    """Characters of the most frequent word n-gram times its count, over all word characters."""
+    """Characters of the most frequent word n-gram (the longest, among ties) times its count, over all characters."""
     if len(hashes) < n:
         return 0.0
-    grams = ngram_hashes(hashes, n)
-    values, first, counts = np.unique(grams, return_index=True, return_counts=True)
-    top = int(np.argmax(counts))
-    if counts[top] < 2:
+    _, first, counts = np.unique(ngram_hashes(hashes, n), return_index=True, return_counts=True)
+    top = counts.max()
+    if top < 2:
         return 0.0
-    start = first[top]
-    return float(counts[top] * lengths[start : start + n].sum() / lengths.sum())
+    chars = np.convolve(lengths, np.ones(n, dtype=np.int64), "valid")  # characters of each n-gram occurrence
+    return float(top * chars[first[counts == top]].max() / lengths.sum())
 
 
 def _duplicate_ngram_fraction(hashes: np.ndarray, lengths: np.ndarray, n: int) -> float:
