@@ -102,9 +102,13 @@ def test_cli_reads_a_folder_of_files(tmp_path, passages, capsys):
 def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert main(["curate", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "a refused input must not leave an output folder behind"
     (tmp_path / "bad.jsonl").write_text('{"txt": 1}\n')
     assert main(["curate", str(tmp_path / "bad.jsonl"), str(tmp_path / "out"), "--no-progress"]) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
+    (tmp_path / "math.jsonl").write_text('{"text": "1 + 1 = 2", "domain": "math"}\n')
+    assert main(["curate", str(tmp_path / "math.jsonl"), str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "'domain' must be" in capsys.readouterr().err
     assert main(["curate", str(tmp_path / "bad.jsonl"), "out", "--bands", "30", "--rows", "5"]) == 2
     with pytest.raises(UserError):
         CurateConfig(num_perm=16, bands=4, rows=5)

@@ -73,32 +73,39 @@ STAGES = ("exact_dedup", "near_dedup", "line_dedup", "filters", "classifier")
 
 def read_documents(path: str | Path) -> Iterator[Document]:
     """Documents of a JSON-lines file (one ``{"text": ...}`` object per line, optionally ``id``, ``domain``,
-    ``source``, ``kind``), of a text file, or of a folder of text and Python files (one document per file)."""
+    ``source``, ``kind``), of a text file, or of a folder of text and Python files (one document per file).
+
+    The path is checked at once (a :class:`UserError` names what is wrong); the documents are read lazily.
+    """
     path = Path(path).expanduser()
     if path.is_file() and path.suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    text = record["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise UserError(f"{path}:{number}: expected a JSON object with a 'text' field ({error})") from None
-                yield Document(str(record.get("id", number)), text, record.get("source", ""),
-                               record.get("domain", "prose"), record.get("kind", ""))
-    elif path.is_file() or path.is_dir():
-        files = [path] if path.is_file() else sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix in PROSE_SUFFIXES + CODE_SUFFIXES)
-        if not files:
-            raise UserError(f"{path} holds no documents: give a .jsonl file, a text file, or a folder of "
-                            f"{', '.join(PROSE_SUFFIXES + CODE_SUFFIXES)} files")
-        for f in files:
-            domain = "code" if f.suffix in CODE_SUFFIXES else "prose"
-            yield Document(str(f.relative_to(path) if path.is_dir() else f.name),
-                           f.read_text(encoding="utf-8", errors="replace"), str(path), domain)
-    else:
+        return _jsonl_documents(path)
+    if not (path.is_file() or path.is_dir()):
         raise UserError(f"no such file or folder: {path}")
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in PROSE_SUFFIXES + CODE_SUFFIXES)
+    if not files:
+        raise UserError(f"{path} holds no documents: give a .jsonl file, a text file, or a folder of "
+                        f"{', '.join(PROSE_SUFFIXES + CODE_SUFFIXES)} files")
+    return (Document(str(f.relative_to(path) if path.is_dir() else f.name),
+                     f.read_text(encoding="utf-8", errors="replace"), str(path),
+                     "code" if f.suffix in CODE_SUFFIXES else "prose") for f in files)
+
+
+def _jsonl_documents(path: Path) -> Iterator[Document]:
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                text = record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise UserError(f"{path}:{number}: expected a JSON object with a 'text' field ({error})") from None
+            if record.get("domain", "prose") not in ("prose", "code"):
+                raise UserError(f"{path}:{number}: 'domain' must be 'prose' or 'code', got {record['domain']!r}")
+            yield Document(str(record.get("id", number)), text, record.get("source", ""),
+                           record.get("domain", "prose"), record.get("kind", ""))
 
 
 def _exact(documents: Iterable[Document], counts: StageCounts) -> Iterator[Document]:
