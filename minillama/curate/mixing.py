@@ -3,10 +3,10 @@
 Llama 3's final pretraining mix was roughly 50% general knowledge, 25% math and reasoning, 17% code and 8%
 multilingual tokens (Grattafiori et al. 2024, sec. 3.1.2): small, valuable sources are repeated (several *epochs*)
 while large ones are not even read to the end. At every step the mixer takes the next document of the source that
-is furthest behind its target share, ``argmax_i(weight_i * (step + 1) - taken_i)`` (the rule of Megatron-LM's
-blended datasets), so after ``n`` steps each source has given ``weight_i * n`` documents, give or take one. Each
-source is read in a fresh seeded permutation per epoch. The whole state is the count taken from each source: save
-``state()``, and ``Mixer(..., state=saved)`` continues the very same stream.
+is furthest behind its target share, ``argmax_i(weight_i * (step + 1) - taken_i)`` (close to the rule of
+Megatron-LM's blended datasets), so after ``n`` steps each source has given ``weight_i * n`` documents, give or take
+one. Each source is read in a fresh seeded permutation per epoch. The whole state is the count taken from each
+source: save ``state()``, and ``Mixer(..., state=saved)`` continues the very same stream.
 """
 
 from __future__ import annotations
