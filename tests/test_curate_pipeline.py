@@ -8,9 +8,10 @@ import random
 import pytest
 
 from minillama.cli import main
-from minillama.curate.dirty import COPY_KINDS, Document, build_dirty_corpus, edit_words, write_jsonl
+from minillama.curate.dirty import COPY_KINDS, build_dirty_corpus, edit_words
+from minillama.curate.documents import Document, read_documents, write_jsonl
 from minillama.curate.minhash import jaccard
-from minillama.curate.pipeline import STAGES, CurateConfig, curate, read_documents
+from minillama.curate.pipeline import STAGES, CurateConfig, curate
 from minillama.curate.text import shingle_strings
 from minillama.data import load_text
 from minillama.errors import UserError

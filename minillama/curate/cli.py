@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minillama.curate.dirty import write_jsonl
+    from minillama.curate.documents import write_jsonl
 
     if args.make_dirty_corpus:
         from minillama.curate.dirty import build_dirty_corpus
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def _train_classifier(args: argparse.Namespace) -> int:
     from minillama.curate.classifier import train_and_evaluate
     from minillama.curate.dirty import GOOD_KINDS, NOISE_KINDS
-    from minillama.curate.pipeline import read_documents
+    from minillama.curate.documents import read_documents
 
     labelled = [d for d in read_documents(args.input) if d.domain == "prose" and d.kind in GOOD_KINDS | NOISE_KINDS]
     if not labelled:
@@ -103,7 +103,8 @@ def _train_classifier(args: argparse.Namespace) -> int:
 def _curate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from minillama.curate.pipeline import CurateConfig, curate_to_folder, format_report, read_documents
+    from minillama.curate.documents import read_documents
+    from minillama.curate.pipeline import CurateConfig, curate_to_folder, format_report
 
     config = CurateConfig(**{f.name: getattr(args, f.name) for f in fields(CurateConfig)
                              if f.name not in ("filters", "seed")})

@@ -17,27 +17,15 @@ Every number of chapter 10 is computed on this corpus, so it is reproducible to 
 
 from __future__ import annotations
 
-import json
 import random
 import sysconfig
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from minillama.curate.documents import Document
 
 GOOD_KINDS = frozenset({"original"})
 NOISE_KINDS = frozenset({"boilerplate", "spam", "lorem", "gibberish", "word_salad"})
 COPY_KINDS = frozenset({"exact_copy", "near_copy"})
-
-
-@dataclass(frozen=True)
-class Document:
-    """One document: ``domain`` picks the filters ("prose" or "code"); ``kind`` is the ground truth, if known."""
-
-    id: str
-    text: str
-    source: str = ""
-    domain: str = "prose"
-    kind: str = ""
 
 
 SITES = [  # (header lines, footer lines) of made-up web sites: the lines line-level dedup should remove
@@ -186,16 +174,3 @@ def build_dirty_corpus(seed: int = 0, code_files: int = 80, copy_rate: float = 0
     rng.shuffle(documents)
     return documents
 
-
-def write_jsonl(documents: Iterable[Document], path: str | Path) -> int:
-    """Write documents as JSON lines (atomically: a temporary file renamed into place); returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    count = 0
-    with open(partial, "w", encoding="utf-8") as f:
-        for document in documents:
-            f.write(json.dumps(asdict(document), ensure_ascii=False) + "\n")
-            count += 1
-    partial.replace(path)
-    return count

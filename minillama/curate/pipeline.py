@@ -18,16 +18,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from minillama.curate.classifier import QualityClassifier
-from minillama.curate.dirty import Document
+from minillama.curate.documents import Document, write_jsonl
 from minillama.curate.exact import ExactDedup
 from minillama.curate.filters import FilterConfig, failed_filter
 from minillama.curate.lines import count_lines, remove_repeated_lines
 from minillama.curate.lsh import LSHIndex
 from minillama.curate.minhash import MinHasher
 from minillama.errors import UserError
-
-PROSE_SUFFIXES = (".txt", ".md", ".rst")
-CODE_SUFFIXES = (".py",)
 
 
 @dataclass(frozen=True)
@@ -69,43 +66,6 @@ class StageCounts:
 
 
 STAGES = ("exact_dedup", "near_dedup", "line_dedup", "filters", "classifier")
-
-
-def read_documents(path: str | Path) -> Iterator[Document]:
-    """Documents of a JSON-lines file (one ``{"text": ...}`` object per line, optionally ``id``, ``domain``,
-    ``source``, ``kind``), of a text file, or of a folder of text and Python files (one document per file).
-
-    The path is checked at once (a :class:`UserError` names what is wrong); the documents are read lazily.
-    """
-    path = Path(path).expanduser()
-    if path.is_file() and path.suffix in (".jsonl", ".json"):
-        return _jsonl_documents(path)
-    if not (path.is_file() or path.is_dir()):
-        raise UserError(f"no such file or folder: {path}")
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix in PROSE_SUFFIXES + CODE_SUFFIXES)
-    if not files:
-        raise UserError(f"{path} holds no documents: give a .jsonl file, a text file, or a folder of "
-                        f"{', '.join(PROSE_SUFFIXES + CODE_SUFFIXES)} files")
-    return (Document(str(f.relative_to(path) if path.is_dir() else f.name),
-                     f.read_text(encoding="utf-8", errors="replace"), str(path),
-                     "code" if f.suffix in CODE_SUFFIXES else "prose") for f in files)
-
-
-def _jsonl_documents(path: Path) -> Iterator[Document]:
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise UserError(f"{path}:{number}: expected a JSON object with a 'text' field ({error})") from None
-            if record.get("domain", "prose") not in ("prose", "code"):
-                raise UserError(f"{path}:{number}: 'domain' must be 'prose' or 'code', got {record['domain']!r}")
-            yield Document(str(record.get("id", number)), text, record.get("source", ""),
-                           record.get("domain", "prose"), record.get("kind", ""))
 
 
 def _exact(documents: Iterable[Document], counts: StageCounts) -> Iterator[Document]:
@@ -222,11 +182,7 @@ def curate_to_folder(documents: Iterable[Document], output: str | Path, config: 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     stream, counts = curate(documents, config)
-    partial = output / "kept.jsonl.partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        for document in stream:
-            f.write(json.dumps(asdict(document), ensure_ascii=False) + "\n")
-    os.replace(partial, output / "kept.jsonl")
+    write_jsonl(stream, output / "kept.jsonl")
     report = {"config": asdict(config), "stages": report_dict(counts)}
     _atomic_write_text(output / "report.json", json.dumps(report, indent=2) + "\n")
     return counts
