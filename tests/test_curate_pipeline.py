@@ -107,6 +107,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"txt": 1}\n')
     assert main(["curate", str(tmp_path / "bad.jsonl"), str(tmp_path / "out"), "--no-progress"]) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("*")), "a failed run leaves no partial file"
     (tmp_path / "math.jsonl").write_text('{"text": "1 + 1 = 2", "domain": "math"}\n')
     assert main(["curate", str(tmp_path / "math.jsonl"), str(tmp_path / "out"), "--no-progress"]) == 2
     assert "'domain' must be" in capsys.readouterr().err

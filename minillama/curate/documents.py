@@ -73,9 +73,13 @@ def write_jsonl(documents: Iterable[Document], path: str | Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     count = 0
-    with open(partial, "w", encoding="utf-8") as f:
-        for document in documents:
-            f.write(json.dumps(asdict(document), ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            for document in documents:
+                f.write(json.dumps(asdict(document), ensure_ascii=False) + "\n")
+                count += 1
+    except BaseException:  # a bad document further up the stream, or Ctrl-C: leave nothing half-written behind
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(path)
     return count
