@@ -128,3 +128,19 @@ def test_write_jsonl_round_trips(tmp_path):
     documents = [Document("a", "x y", "s", "prose", "original"), Document("b", "def f(): pass", "", "code", "")]
     write_jsonl(documents, tmp_path / "d.jsonl")
     assert list(read_documents(tmp_path / "d.jsonl")) == documents
+
+
+def test_named_document_corpora_stream_without_a_local_path(monkeypatch, tmp_path):
+    """``tinystories`` and ``fineweb-edu`` are read through minillama.data, every split. Their download cannot run
+    offline, so the corpus's own ``documents`` is replaced by two strings per split: what is checked is the wiring."""
+    from minillama.data import DOCUMENT_CORPORA
+
+    corpus = DOCUMENT_CORPORA["tinystories"]
+    monkeypatch.setattr(type(corpus), "documents", lambda self, split: iter([f"a {split} story", "another"]))
+    monkeypatch.chdir(tmp_path)
+    documents = list(read_documents("tinystories"))
+    assert [d.text for d in documents] == [f"a {s} story" if i == 0 else "another" for s in corpus.splits
+                                           for i in range(2)]
+    assert documents[0].id == f"tinystories-{corpus.splits[0]}-0" and documents[0].source == "tinystories"
+    with pytest.raises(UserError, match="named corpora: tinystories"):
+        read_documents("tinystoriez")

@@ -31,7 +31,8 @@ Clean a corpus in five streamed stages, Llama 3's order (Grattafiori et al. 2024
   5. classifier    with --classifier, drop prose whose p(good) < --min-quality
 
 INPUT is a JSON-lines file (one {"text": ...} per line; optional "id", "domain": "prose"|"code", "source",
-"kind"), a text file, or a folder of .txt/.md/.rst (prose) and .py (code) files. OUTPUT gets kept.jsonl and
+"kind"), a text file, a folder of .txt/.md/.rst (prose) and .py (code) files, or the name of a document corpus
+(tinystories, fineweb-edu: downloaded on first use). OUTPUT gets kept.jsonl and
 report.json (counts per stage, reasons, and the ground-truth kinds dropped when the input has "kind"); the table
 of counts is printed. Memory holds per kept document a 16-byte hash and the band keys, plus one line bucket.
 """
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.allow_abbrev = False
-    parser.add_argument("input", nargs="?", help="a .jsonl file, a text file or a folder of documents")
+    parser.add_argument("input", nargs="?", help="a .jsonl file, a text file, a folder or a corpus name")
     parser.add_argument("output", nargs="?", help="folder for kept.jsonl and report.json")
     parser.add_argument("--make-dirty-corpus", metavar="FILE", help="write chapter 10's dirty corpus to FILE and exit")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dirty corpus (default: 0)")

@@ -34,13 +34,19 @@ def read_documents(path: str | Path) -> Iterator[Document]:
     """Documents of a JSON-lines file (one ``{"text": ...}`` object per line, optionally ``id``, ``domain``,
     ``source``, ``kind``), of a text file, or of a folder of text and Python files (one document per file).
 
-    The path is checked at once (a :class:`UserError` names what is wrong); the documents are read lazily.
+    A name of :data:`minillama.data.DOCUMENT_CORPORA` that is not a local path (``tinystories``, ``fineweb-edu``)
+    streams that corpus's documents, every split, downloading it on first use. The path is checked at once (a
+    :class:`UserError` names what is wrong); the documents are read lazily.
     """
+    from minillama.data import DOCUMENT_CORPORA
+
     path = Path(path).expanduser()
     if path.is_file() and path.suffix in (".jsonl", ".json"):
         return _jsonl_documents(path)
+    if not path.exists() and str(path) in DOCUMENT_CORPORA:
+        return _corpus_documents(DOCUMENT_CORPORA[str(path)])
     if not (path.is_file() or path.is_dir()):
-        raise UserError(f"no such file or folder: {path}")
+        raise UserError(f"no such file or folder: {path} (named corpora: {', '.join(DOCUMENT_CORPORA)})")
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and p.suffix in PROSE_SUFFIXES + CODE_SUFFIXES)
     if not files:
@@ -49,6 +55,12 @@ def read_documents(path: str | Path) -> Iterator[Document]:
     return (Document(str(f.relative_to(path) if path.is_dir() else f.name),
                      f.read_text(encoding="utf-8", errors="replace"), str(path),
                      "code" if f.suffix in CODE_SUFFIXES else "prose") for f in files)
+
+
+def _corpus_documents(corpus) -> Iterator[Document]:
+    for split in corpus.splits:
+        for number, text in enumerate(corpus.documents(split)):
+            yield Document(f"{corpus.name}-{split}-{number}", text, corpus.name)
 
 
 def _jsonl_documents(path: Path) -> Iterator[Document]:
