@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "--parallel ddp|fsdp under torchrun)"),
     "plot": ("minillama.train.plot", "plot loss, learning rate and throughput of a run folder"),
     "plan": ("minillama.plan", "memory per GPU, step time and feasibility of a training run (DDP/FSDP, no GPU needed)"),
+    "curate": ("minillama.curate.cli", "clean a corpus: exact, near (MinHash LSH) and line dedup, filters, classifier"),
 }
 
 
