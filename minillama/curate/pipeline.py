@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -159,14 +160,16 @@ def report_dict(counts: dict[str, StageCounts]) -> dict:
             for stage, c in counts.items()}
 
 
-def format_report(counts: dict[str, StageCounts]) -> str:
-    """A table of the stages: documents in, out, and the reasons for the drops."""
+def format_report(counts: dict[str, StageCounts], width: int = 84) -> str:
+    """A table of the stages: documents in, out, and the reasons for the drops (wrapped to ``width`` columns)."""
     lines = [f"{'stage':<12} {'in':>7} {'out':>7}  dropped (reason: documents)"]
+    indent = " " * 30
     for stage, c in counts.items():
         reasons = ", ".join(f"{r}: {n}" for r, n in c.dropped.most_common())
         if c.lines_removed:
             reasons = f"{c.lines_removed} lines removed" + (f", {reasons}" if reasons else "")
-        lines.append(f"{stage:<12} {c.documents_in:>7} {c.documents_out:>7}  {reasons or '-'}")
+        row = f"{stage:<12} {c.documents_in:>7} {c.documents_out:>7}  {reasons or '-'}"
+        lines.append(textwrap.fill(row, width, subsequent_indent=indent, break_on_hyphens=False))
     return "\n".join(lines)
 
 
