@@ -93,7 +93,8 @@ class ModelConfig:
     norm_type: str = "rmsnorm"
     """``"rmsnorm"`` (Llama) or ``"none"``: no normalization anywhere (the blocks' and the final norm are identity)."""
     norm_position: str = "pre"
-    """``"pre"``: ``x + f(norm(x))`` (Llama, Xiong et al. 2020); ``"post"``: ``norm(x + f(x))`` (Vaswani et al. 2017)."""
+    """``"pre"``: ``x + f(norm(x))`` (Llama, Xiong et al. 2020); ``"post"``: ``norm(x + f(x))`` (Vaswani et al.
+    2017)."""
     position_encoding: str = "rope"
     """``"rope"`` (Llama) or ``"none"`` (NoPE, Kazemnejad et al. 2023): only the causal mask tells positions apart."""
     ffn_type: str = "swiglu"

@@ -190,6 +190,7 @@ def fit_isoflop_minima(budgets, N, loss) -> IsoFLOPFit:
     minima = [fit_parabola_minimum(N[budgets == C], loss[budgets == C]) for C in levels]
     N_opt = np.array([m[0] for m in minima])
     a, log_coef = np.polyfit(np.log(levels), np.log(N_opt), 1)
-    return IsoFLOPFit(budgets=levels, N_opt=N_opt, D_opt=levels / (6 * N_opt), loss_opt=np.array([m[1] for m in minima]),
-                      parabolas=np.array([m[2] for m in minima]), a=float(a), N_coef=float(np.exp(log_coef)),
-                      b=float(1 - a), D_coef=float(np.exp(-log_coef) / 6))
+    return IsoFLOPFit(budgets=levels, N_opt=N_opt, D_opt=levels / (6 * N_opt),
+                      loss_opt=np.array([m[1] for m in minima]), parabolas=np.array([m[2] for m in minima]),
+                      a=float(a), N_coef=float(np.exp(log_coef)), b=float(1 - a),
+                      D_coef=float(np.exp(-log_coef) / 6))

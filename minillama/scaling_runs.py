@@ -10,7 +10,6 @@ those files); ``--quick`` is the small version the chapter and the tests run liv
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os

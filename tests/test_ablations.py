@@ -35,7 +35,7 @@ def reference_forward(state: dict[str, torch.Tensor], config: ModelConfig, token
     for i in range(config.n_layers):
         p = f"layers.{i}."
 
-        def attention(h):
+        def attention(h, p=p):
             q = (h @ state[p + "attention.wq.weight"].T).view(B, T, H, D)
             k = (h @ state[p + "attention.wk.weight"].T).view(B, T, H_kv, D)
             v = (h @ state[p + "attention.wv.weight"].T).view(B, T, H_kv, D)
@@ -47,7 +47,7 @@ def reference_forward(state: dict[str, torch.Tensor], config: ModelConfig, token
             y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v).reshape(B, T, H * D)
             return y @ state[p + "attention.wo.weight"].T
 
-        def mlp(h):
+        def mlp(h, p=p):
             gate = F.silu(h @ state[p + "feed_forward.w1.weight"].T)
             if config.ffn_type == "swiglu":
                 gate = gate * (h @ state[p + "feed_forward.w3.weight"].T)
@@ -130,7 +130,7 @@ def test_no_norm_has_no_norm_weights():
 
 @pytest.mark.parametrize("values", list(itertools.product(*ABLATION_CHOICES.values())))
 def test_counts_match_the_modules_for_every_combination(values):
-    config = dataclasses.replace(BASE, **dict(zip(ABLATION_CHOICES, values)))
+    config = dataclasses.replace(BASE, **dict(zip(ABLATION_CHOICES, values, strict=True)))
     assert Llama(config).num_params() == config.num_params()
     assert ModelConfig.from_dict(config.to_dict()) == config
 

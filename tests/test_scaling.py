@@ -13,8 +13,17 @@ import numpy as np
 import pytest
 
 from minillama.config import ModelConfig
-from minillama.scaling import (BESIROGLU, CHINCHILLA, LossSurface, compute_optimal, fit_isoflop_minima,
-                               fit_loss_surface, fit_parabola_minimum, tokens_for_loss, training_flops)
+from minillama.scaling import (
+    BESIROGLU,
+    CHINCHILLA,
+    LossSurface,
+    compute_optimal,
+    fit_isoflop_minima,
+    fit_loss_surface,
+    fit_parabola_minimum,
+    tokens_for_loss,
+    training_flops,
+)
 
 
 def synthetic_sweep(law: LossSurface, seed: int, noise: float = 0.005):
