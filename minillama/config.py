@@ -38,6 +38,15 @@ def ffn_hidden_size(dim: int, multiple_of: int, ffn_dim_multiplier: float | None
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
+# The ablation switches of chapter 11 and their values; the first is Llama 3's (the default).
+ABLATION_CHOICES: dict[str, tuple[str, ...]] = {
+    "norm_type": ("rmsnorm", "none"),
+    "norm_position": ("pre", "post"),
+    "position_encoding": ("rope", "none"),
+    "ffn_type": ("swiglu", "silu"),
+}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The architecture of a Llama 3 model (Grattafiori et al. 2024), in the vocabulary of Meta's ``params.json``.
@@ -79,17 +88,31 @@ class ModelConfig:
     rope_original_max_seq_len: int = 8192
     """Llama 3.1 scaling: the context length of the original (unscaled) pre-training."""
 
+    # Ablation switches (chapter 11): each replaces one of Llama's choices by the older or simpler one it beat.
+    # The defaults are Llama 3; Meta's params.json has none of these fields.
+    norm_type: str = "rmsnorm"
+    """``"rmsnorm"`` (Llama) or ``"none"``: no normalization anywhere (the blocks' and the final norm are identity)."""
+    norm_position: str = "pre"
+    """``"pre"``: ``x + f(norm(x))`` (Llama, Xiong et al. 2020); ``"post"``: ``norm(x + f(x))`` (Vaswani et al.
+    2017)."""
+    position_encoding: str = "rope"
+    """``"rope"`` (Llama) or ``"none"`` (NoPE, Kazemnejad et al. 2023): only the causal mask tells positions apart."""
+    ffn_type: str = "swiglu"
+    """``"swiglu"`` (Llama: ``w2(silu(w1 x) * w3 x)``) or ``"silu"``: ``w2(silu(w1 x))`` with a hidden size 3/2 as
+    wide, so that both have ``3 * dim * ffn_hidden_size`` weights (Shazeer 2020's equal-parameter comparison)."""
+
     head_dim: int = field(init=False)
     """Derived: ``dim // n_heads``."""
     ffn_hidden_dim: int = field(init=False)
-    """Derived: the SwiGLU hidden size (see :func:`ffn_hidden_size`)."""
+    """Derived: the SwiGLU hidden size (see :func:`ffn_hidden_size`); 3/2 of it for ``ffn_type="silu"``."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         self._validate()
         object.__setattr__(self, "head_dim", self.dim // self.n_heads)
-        object.__setattr__(self, "ffn_hidden_dim", ffn_hidden_size(self.dim, self.multiple_of, self.ffn_dim_multiplier))
+        hidden = ffn_hidden_size(self.dim, self.multiple_of, self.ffn_dim_multiplier)
+        object.__setattr__(self, "ffn_hidden_dim", hidden if self.ffn_type == "swiglu" else 3 * hidden // 2)
 
     def _validate(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "max_seq_len",
@@ -113,6 +136,12 @@ class ModelConfig:
             raise ValueError(
                 f"head_dim = dim // n_heads = {self.dim // self.n_heads} must be even: RoPE rotates pairs of features"
             )
+        for name, choices in ABLATION_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+        if self.ffn_type == "silu" and ffn_hidden_size(self.dim, self.multiple_of, self.ffn_dim_multiplier) % 2:
+            raise ValueError("ffn_type='silu' needs an even SwiGLU hidden size (its 3/2 keeps the parameter count); "
+                             "use an even multiple_of")
         if self.use_scaled_rope and self.rope_high_freq_factor <= self.rope_low_freq_factor:
             raise ValueError(
                 f"rope_high_freq_factor ({self.rope_high_freq_factor}) must be greater than "
@@ -182,19 +211,30 @@ class ModelConfig:
 
     # --- accounting ----------------------------------------------------------------------------------------------
 
+    @property
+    def norm_dim(self) -> int:
+        """Weights of one norm: ``dim``, or 0 with ``norm_type="none"``."""
+        return self.dim if self.norm_type == "rmsnorm" else 0
+
+    def ablations(self) -> dict[str, str]:
+        """The ablation switches that differ from Llama 3's choices (empty for every real Llama)."""
+        return {name: getattr(self, name) for name, choices in ABLATION_CHOICES.items()
+                if getattr(self, name) != choices[0]}
+
     def num_params(self, *, embeddings: bool = True) -> int:
         """Exact number of parameters; a tied embedding/output matrix is counted once.
 
         Per layer: attention ``dim * head_dim * (2 * n_heads + 2 * n_kv_heads)`` (wq, wo; wk, wv), SwiGLU
-        ``3 * dim * ffn_hidden_dim`` (w1, w2, w3), two RMSNorm weights of ``dim``. Plus the embedding table
+        ``3 * dim * ffn_hidden_dim`` (w1, w2, w3; ``2 * dim * ffn_hidden_dim`` for the SiLU MLP), two RMSNorm
+        weights of ``dim`` (none with ``norm_type="none"``). Plus the embedding table
         ``vocab_size * dim``, the final norm ``dim``, and the output projection ``dim * vocab_size`` unless tied.
         With ``embeddings=False`` the embedding table is left out (the output projection stays: it is a matmul).
         """
         attention = self.dim * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
-        feed_forward = 3 * self.dim * self.ffn_hidden_dim
-        per_layer = attention + feed_forward + 2 * self.dim
+        feed_forward = (3 if self.ffn_type == "swiglu" else 2) * self.dim * self.ffn_hidden_dim
+        per_layer = attention + feed_forward + 2 * self.norm_dim
         table = self.vocab_size * self.dim
-        total = self.n_layers * per_layer + self.dim + (0 if self.tie_embeddings else table)
+        total = self.n_layers * per_layer + self.norm_dim + (0 if self.tie_embeddings else table)
         return total + table if embeddings else total + (table if self.tie_embeddings else 0)
 
     def flops_per_token(self, seq_len: int) -> int:
@@ -214,7 +254,7 @@ class ModelConfig:
         """
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
             raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
-        matmul_params = self.num_params(embeddings=False) - (2 * self.n_layers + 1) * self.dim
+        matmul_params = self.num_params(embeddings=False) - (2 * self.n_layers + 1) * self.norm_dim
         return 6 * matmul_params + 12 * self.n_layers * self.n_heads * self.head_dim * seq_len
 
 

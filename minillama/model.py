@@ -97,6 +97,7 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_id = layer_id
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.rope = config.position_encoding == "rope"
         self.wq = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
         self.wk = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
@@ -112,7 +113,8 @@ class Attention(nn.Module):
         k = self.wk(x).view(B, T, -1, D)  # (B, T, H_kv*D) -> (B, T, H_kv, D)
         v = self.wv(x).view(B, T, -1, D)
         H, H_kv = q.shape[2], k.shape[2]  # heads held here: all of them on one device
-        q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
+        if self.rope:  # the NoPE ablation skips the rotation: only the causal mask orders the tokens
+            q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)  # (B, H_kv, S, D) with S = start_pos + T
@@ -132,30 +134,48 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU feed-forward layer (Shazeer 2020): ``w2(silu(w1 x) * w3 x)``."""
+    """SwiGLU feed-forward layer (Shazeer 2020): ``w2(silu(w1 x) * w3 x)``.
+
+    With ``ffn_type="silu"`` (an ablation) the gate ``w3`` is gone: ``w2(silu(w1 x))``, 3/2 as wide.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.w1 = nn.Linear(config.dim, config.ffn_hidden_dim, bias=False)
         self.w2 = nn.Linear(config.ffn_hidden_dim, config.dim, bias=False)
-        self.w3 = nn.Linear(config.dim, config.ffn_hidden_dim, bias=False)
+        self.w3 = nn.Linear(config.dim, config.ffn_hidden_dim, bias=False) if config.ffn_type == "swiglu" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w3 is None:
+            return self.w2(F.silu(self.w1(x)))
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+def make_norm(config: ModelConfig) -> nn.Module:
+    """An :class:`RMSNorm` of ``config.dim``, or ``nn.Identity`` when the ablation ``norm_type="none"`` is on."""
+    return RMSNorm(config.dim, eps=config.norm_eps) if config.norm_type == "rmsnorm" else nn.Identity()
+
+
 class TransformerBlock(nn.Module):
-    """Pre-norm residual block (Xiong et al. 2020): ``h = x + attention(norm(x))``, ``out = h + ffn(norm(h))``."""
+    """Pre-norm residual block (Xiong et al. 2020): ``h = x + attention(norm(x))``, ``out = h + ffn(norm(h))``.
+
+    With ``norm_position="post"`` (an ablation) it is the original Transformer's post-norm block (Vaswani et al.
+    2017): ``h = norm(x + attention(x))``, ``out = norm(h + ffn(h))``; the residual stream itself is normalized.
+    """
 
     def __init__(self, config: ModelConfig, layer_id: int):
         super().__init__()
         self.attention = Attention(config, layer_id)
         self.feed_forward = FeedForward(config)
-        self.attention_norm = RMSNorm(config.dim, eps=config.norm_eps)
-        self.ffn_norm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.attention_norm = make_norm(config)
+        self.ffn_norm = make_norm(config)
+        self.post_norm = config.norm_position == "post"
 
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None
                 ) -> torch.Tensor:
+        if self.post_norm:
+            h = self.attention_norm(x + self.attention(x, freqs_cis, start_pos, cache))
+            return self.ffn_norm(h + self.feed_forward(h))
         h = x + self.attention(self.attention_norm(x), freqs_cis, start_pos, cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -173,7 +193,7 @@ class Llama(nn.Module):
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(TransformerBlock(config, layer_id) for layer_id in range(config.n_layers))
-        self.norm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.norm = make_norm(config)
         self.output = None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
         self.init_weights()
 

@@ -175,6 +175,9 @@ def config_to_hf(config: ModelConfig, dtype: torch.dtype = torch.float32) -> dic
     RoPE settings are written both as ``rope_theta`` + ``rope_scaling`` (transformers 4.x) and as
     ``rope_parameters`` (transformers 5), so either version reads them.
     """
+    if config.ablations():
+        raise ValueError(f"Hugging Face's LlamaConfig has no field for the ablation switches {config.ablations()}: "
+                         f"only Llama 3 architectures convert")
     rope_scaling = None
     if config.use_scaled_rope:
         rope_scaling = {"rope_type": "llama3", "factor": config.rope_scaling_factor,

@@ -40,6 +40,9 @@ class Llama(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"Llama takes a ModelConfig (e.g. get_preset('nano')), got {type(config).__name__}")
+        if config.ablations():
+            raise ValueError(f"the numpy model is Llama 3 only; the ablation switches {config.ablations()} exist in "
+                             f"the PyTorch model (minillama.model.Llama)")
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise ValueError(f"the parameters must be floating point, got dtype {dtype}")
