@@ -8,7 +8,6 @@ unconditional) agree to 1e-4 and the picks of ``acc``, ``acc_norm`` and ``acc_mu
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest

@@ -54,7 +54,7 @@ def bits_per_byte(model: torch.nn.Module, tokens: np.ndarray, token_bytes: np.nd
         n_bytes += int(byte_table[targets].sum())
     model.train(was_training)
     if n_bytes == 0:
-        raise ValueError(f"{len(tokens)} tokens make no window of {seq_len + 1}: give more text or a shorter seq_len")
+        raise ValueError("the predicted tokens are all special tokens: there is no text to measure bits per byte on")
     return {"loss": loss_sum / n_tokens, "bpb": loss_sum / n_bytes / math.log(2), "tokens": n_tokens,
             "bytes": n_bytes}
 

@@ -69,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.tokenizer, folder, model.config.vocab_size)
     except FileNotFoundError as error:
         raise UserError(str(error)) from None
+    own = folder / "tokenizer.model"
+    if args.tokenizer != "auto" and own.is_file() and hasattr(tokenizer, "fingerprint"):
+        if load_tokenizer("auto", folder, model.config.vocab_size).fingerprint() != tokenizer.fingerprint():
+            raise UserError(f"--tokenizer {args.tokenizer} is not the tokenizer this model was trained with "
+                            f"({own}): its ids would mean other text. Leave --tokenizer out to use the model's own")
     try:
         records, summary = evaluate_task(model, tokenizer, task, shots=args.shots, seed=args.seed,
                                          limit=args.limit or None, progress=args.progress)

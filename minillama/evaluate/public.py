@@ -48,14 +48,14 @@ def _hellaswag_clean(text: str) -> str:
 
 
 def hellaswag_item(record: dict) -> Item:
-    """``{"ind", "activity_label", "ctx_a", "ctx_b", "endings", "label"}`` (rowanz/hellaswag, HF ``Rowan/hellaswag``)."""
+    """``{"ind", "activity_label", "ctx_a", "ctx_b", "endings", "label"}`` (rowanz/hellaswag; HF Rowan/hellaswag)."""
     context = record["activity_label"] + ": " + record["ctx_a"] + " " + record["ctx_b"].capitalize()
     return Item(str(record.get("ind", record.get("id", ""))), _hellaswag_clean(context),
                 tuple(_hellaswag_clean(ending) for ending in record["endings"]), int(record["label"]))
 
 
 def arc_item(record: dict) -> Item:
-    """AI2 ARC: the allenai JSONL (``question.stem``, ``question.choices``) or the HF parquet (``question``, ``choices``).
+    """AI2 ARC: the allenai JSONL (``question.stem``, ``question.choices``) or HF's parquet (``question``, ``choices``).
 
     ``answerKey`` is a letter or, for a few questions, a digit; it is looked up among the choices' labels.
     """

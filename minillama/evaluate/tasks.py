@@ -28,7 +28,7 @@ class Item:
 
     def __post_init__(self) -> None:
         if len(self.choices) < 2:
-            raise ValueError(f"item {self.id}: a multiple-choice item needs at least 2 choices, got {len(self.choices)}")
+            raise ValueError(f"item {self.id}: a multiple-choice item needs 2 choices or more, got {len(self.choices)}")
         if not 0 <= self.gold < len(self.choices):
             raise ValueError(f"item {self.id}: gold index {self.gold} is not one of the {len(self.choices)} choices")
         if any(not choice for choice in self.choices):
