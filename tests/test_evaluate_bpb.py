@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from _train_helpers import nano_config, one_thread, small_corpus  # noqa: F401 (one_thread is a fixture)
 
 from minillama.config import get_preset
 from minillama.evaluate.bpb import bits_per_byte, text_bits_per_byte, token_byte_lengths
 from minillama.model import Llama
 from minillama.tokenizer.llama3 import Llama3Tokenizer
 from minillama.train.trainer import Trainer
-from tests._train_helpers import nano_config, one_thread, small_corpus  # noqa: F401
 
 
 def test_matches_the_trainers_evaluation(tmp_path, one_thread):  # noqa: F811

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from _train_helpers import nano_config, one_thread, small_corpus  # noqa: F401 (one_thread is a fixture)
 
 from minillama.cli import main
 from minillama.evaluate.generated import arithmetic
 from minillama.evaluate.tasks import write_jsonl
 from minillama.train.trainer import Trainer
-from tests._train_helpers import nano_config, one_thread, small_corpus  # noqa: F401
 
 
 @pytest.fixture(scope="module")

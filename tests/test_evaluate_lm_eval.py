@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 import torch
+from _train_helpers import nano_config, one_thread, small_corpus  # noqa: F401 (one_thread is a fixture)
 
 from minillama.evaluate.generated import arithmetic, next_line_items
 from minillama.evaluate.run import evaluate_task
@@ -19,7 +20,6 @@ from minillama.evaluate.tasks import Item, Task, write_jsonl
 from minillama.tokenizer.bpe import BPETokenizer
 from minillama.train.trainer import Trainer
 from minillama.weights import load_checkpoint, save_hf
-from tests._train_helpers import nano_config, one_thread, small_corpus  # noqa: F401
 
 lm_eval = pytest.importorskip("lm_eval", reason="pip install lm-eval (the test extra)")
 
