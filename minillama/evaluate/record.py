@@ -98,7 +98,7 @@ def record(runs: Path, out: Path) -> dict:
     for path in steps_of(runs / "seed1337"):
         model = load_checkpoint(path)
         step = int(path.name.removeprefix("step_"))
-        over_training.append({"step": step, "tokens": step * tokens_per_step, **bits(model, corpus),
+        over_training.append({"step": step, "tokens_seen": step * tokens_per_step, **bits(model, corpus),
                               "next_line": task_result(model, tokenizer, next_line, per_item=True)})
         latest = over_training[-1]
         print(f"step {step}: bpb {latest['bpb']:.3f}, acc {latest['next_line']['acc']['value']:.3f}", file=sys.stderr,
