@@ -5,11 +5,11 @@ the prediction is the answer with the highest score, under one of four normalisa
 (Gao et al. 2024, ``lm_eval/api/task.py``) names them:
 
 - ``acc``: the sum itself (favours short answers: every token costs probability);
-- ``acc_norm``: the sum divided by the answer's length in *characters* (the harness's ``acc_norm``; GPT-3's
-  HellaSwag/ARC numbers use it);
+- ``acc_norm``: the sum divided by the answer's length in *characters* (the harness's choice: a length that does
+  not depend on the tokenizer; GPT-3 divided by tokens);
 - ``acc_bytes``: divided by its UTF-8 bytes (the same as ``acc_norm`` for ASCII answers);
 - ``acc_mutual_info``: minus the unconditional ``log p(a)``, scored after the prefix token alone
-  (GPT-3's "unconditional normalisation": how much the context raised the answer's probability).
+  (GPT-3's normalisation for ARC, OpenBookQA and RACE: how much the context raised the answer's probability).
 
 Tokenization follows the harness exactly, so that the two agree token for token: trailing whitespace of the context
 moves to the answer; context and answer are encoded together and the answer is what follows the context's own
