@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("minillama.parallel.cli", "train a model (defaults: the tiny preset on tinyshakespeare; "
               "--parallel ddp|fsdp under torchrun)"),
     "plot": ("minillama.train.plot", "plot loss, learning rate and throughput of a run folder"),
+    "eval": ("minillama.evaluate.cli", "multiple-choice accuracy of a checkpoint, with a 95 percent interval"),
     "plan": ("minillama.plan", "memory per GPU, step time and feasibility of a training run (DDP/FSDP, no GPU needed)"),
     "curate": ("minillama.curate.cli", "clean a corpus: exact, near (MinHash LSH) and line dedup, filters, classifier"),
 }
