@@ -33,7 +33,7 @@ def test_the_source_is_this_version():
 def test_install_cell_uses_the_configured_source_and_real_extras(chapter):
     match, source = _install_line(chapter)
     assert match["source"] == install_cell.install_source(), "run scripts/sync_install_cell.py"
-    assert source.lstrip().startswith("try:\n    import minillama\nexcept ImportError:")
+    assert "try:\n    import minillama\nexcept ImportError:" in source
     extras = match["extras"].strip("[]").split(",") if match["extras"] else []
     assert set(extras) <= set(PYPROJECT["project"]["optional-dependencies"]), extras
 
