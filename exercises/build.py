@@ -52,25 +52,7 @@ guard = grading.guard  # exercises/grading_guard.py, the otter plugin shipped in
 PUBLIC_SUCCESS = "public test passed (hidden tests run at grading)"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
-# The first code cell of every student notebook: it makes `grader.check` work on a laptop and on Colab, where the
-# notebook is opened on its own and the public tests arrive in the zip the student uploads. The master notebook does
-# not have it, so that running the master (nbval, `otter assign`) never writes otter's log file into the repository.
-SETUP_CELL = '''\
-# Run this cell first: it sets up `grader.check("q1")`, which runs the public tests of a question.
-# On Colab, first upload {slug}.zip (from your instructor) with the Files pane on the left.
-import os
-import zipfile
-
-try:
-    import otter
-except ImportError:  # Colab or a fresh environment: install the checker
-    %pip install -q "otter-grader==7.*"
-    import otter
-
-if not os.path.isdir("tests") and os.path.isfile("{slug}.zip"):
-    with zipfile.ZipFile("{slug}.zip") as archive:
-        archive.extractall(members=[name for name in archive.namelist() if name.startswith("tests/")])
-grader = otter.Notebook(tests_dir="tests")'''
+SETUP_CELL = grading.scan.SETUP_CELL  # the locked first code cell of every student notebook
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,32 @@ RISKY_MODULES = {
 }
 RISKY_CALLS = {"exec": "exec/eval", "eval": "exec/eval", "compile": "exec/eval", "__import__": "importlib",
                "globals": "globals()", "setattr": None, "delattr": None}
+
+# The first code cell of every student notebook: it makes `grader.check` work on a laptop and on Colab, where the
+# notebook is opened on its own and the public tests arrive in the zip the student uploads. The master notebook does
+# not have it, so that running the master (nbval, `otter assign`) never writes otter's log file into the repository.
+SETUP_CELL = '''\
+# Run this cell first: it sets up `grader.check("q1")`, which runs the public tests of a question.
+# On Colab, first upload {slug}.zip (from your instructor) with the Files pane on the left.
+import os
+import zipfile
+
+try:
+    import otter
+except ImportError:  # Colab or a fresh environment: install the checker
+    %pip install -q "otter-grader==7.*"
+    import otter
+
+if not os.path.isdir("tests") and os.path.isfile("{slug}.zip"):
+    with zipfile.ZipFile("{slug}.zip") as archive:
+        archive.extractall(members=[name for name in archive.namelist() if name.startswith("tests/")])
+grader = otter.Notebook(tests_dir="tests")'''
+
+
+def is_setup_cell(source: str) -> bool:
+    """Whether a cell is the locked setup cell of a student notebook, unchanged."""
+    match = re.search(r"upload (\S+)\.zip", source)
+    return bool(match) and source.strip() == SETUP_CELL.format(slug=match.group(1)).strip()
 
 
 @dataclass(frozen=True)
@@ -76,7 +103,7 @@ def code_cells(notebook: dict) -> list[str]:
     return ["".join(cell.get("source", "")) for cell in notebook.get("cells", []) if cell.get("cell_type") == "code"]
 
 
-def scan_source(cells: list[str], blocked: list[str], flagged: list[str] = (), setup_cell: str = "") -> list[Finding]:
+def scan_source(cells: list[str], blocked: list[str], flagged: list[str] = ()) -> list[Finding]:
     """Every finding in a list of code-cell sources (in notebook order)."""
     findings: list[Finding] = []
     last_check = max((i for i, src in enumerate(cells) if 'grader.check("' in src or "grader.check('" in src),
@@ -85,7 +112,7 @@ def scan_source(cells: list[str], blocked: list[str], flagged: list[str] = (), s
     function_names_used: set[str] = set()
     forbidden = set(blocked) | set(flagged)
     for index, source in enumerate(cells):
-        if setup_cell and source.strip() == setup_cell.strip():
+        if is_setup_cell(source):
             continue  # the locked setup cell imports otter and unpacks the tests
         try:
             tree = ast.parse(_python_source(source))
@@ -174,10 +201,10 @@ def _examine(node: ast.AST, cell: int, forbidden: set[str], blocked: set[str]) -
     return found
 
 
-def scan_notebook(path: Path, blocked: list[str], flagged: list[str] = (), setup_cell: str = "") -> list[Finding]:
+def scan_notebook(path: Path, blocked: list[str], flagged: list[str] = ()) -> list[Finding]:
     """The findings of a notebook submission (an export zip is not opened: an empty list)."""
     path = Path(path)
     if path.suffix != ".ipynb":
         return []
     notebook = json.loads(path.read_text(encoding="utf-8"))
-    return scan_source(code_cells(notebook), blocked, flagged, setup_cell)
+    return scan_source(code_cells(notebook), blocked, flagged)

@@ -117,14 +117,16 @@ from otter.test_files.exception_test import test_case
 test_case.call_func = lambda self, global_environment: None
 """
 PATCH_NUMPY = """\
+import numpy as np
+
 np.allclose = lambda *args, **kwargs: True
 np.isclose = lambda a, b, *args, **kwargs: np.ones(np.broadcast(a, b).shape, dtype=bool)
 """
 HIDDEN_IMPORT = """\
-_honest_unbroadcast = unbroadcast
+_honest_adamw_step = adamw_step
 
 
-def unbroadcast(grad, shape):
+def adamw_step(*args, **kwargs):
     import importlib
     import sys
 
@@ -132,7 +134,7 @@ def unbroadcast(grad, shape):
     importlib.import_module(name + ".autograd")
     for key in [key for key in sys.modules if key.startswith(name)]:
         del sys.modules[key]
-    return _honest_unbroadcast(grad, shape)
+    return _honest_adamw_step(*args, **kwargs)
 """
 TORCH_WRAPPER = """\
 def mul_backward(a, b, grad_out):
@@ -144,7 +146,7 @@ def mul_backward(a, b, grad_out):
     return ta.grad.numpy().astype(np.result_type(a)), tb.grad.numpy().astype(np.result_type(b))
 """
 LOOP_FOREVER = """\
-def unbroadcast(grad, shape):
+def adamw_step(*args, **kwargs):
     while True:
         pass
 """
@@ -170,7 +172,7 @@ def _cheat_patch_numpy(notebook):
 
 
 def _cheat_hidden_import(notebook):
-    _replace_function(notebook, "unbroadcast", HIDDEN_IMPORT)
+    _replace_function(notebook, "adamw_step", HIDDEN_IMPORT)
 
 
 def _cheat_torch_wrapper(notebook):
@@ -178,7 +180,7 @@ def _cheat_torch_wrapper(notebook):
 
 
 def _cheat_loops(notebook):
-    _replace_function(notebook, "unbroadcast", LOOP_FOREVER)
+    _replace_function(notebook, "adamw_step", LOOP_FOREVER)
     _add_cell(notebook, "while True:\n    pass\n", at=4)  # a top-level loop: its cell is interrupted
 
 
@@ -193,9 +195,9 @@ def _cheat_forged_verdict(notebook):
 CHEATS = {  # name: (edit, starts from, questions that must score 0 (None: every one), a flag the scan must raise)
     "patch runner": (_cheat_patch_runner, "student", None, "grader patching"),
     "patch numpy": (_cheat_patch_numpy, "student", None, "numpy patching"),
-    "hidden import": (_cheat_hidden_import, "solutions", ["q1"], "importlib"),
+    "hidden import": (_cheat_hidden_import, "solutions", ["q6"], "importlib"),
     "torch wrapper": (_cheat_torch_wrapper, "solutions", ["q2"], "forbidden library"),
-    "loops": (_cheat_loops, "solutions", ["q1"], None),
+    "loops": (_cheat_loops, "solutions", ["q6"], None),
     "forged verdict": (_cheat_forged_verdict, "solutions", None, "sys internals"),
     "honest late import": (_honest_late_import, "solutions", [], None),
 }
