@@ -7,8 +7,10 @@ an instructor would grade a folder of submissions. The gradings run two at a tim
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -374,6 +376,35 @@ def test_student_notebook_finds_its_tests_in_the_uploaded_zip(built, tmp_path):
     assert "NotImplementedError" in outputs['grader.check("q1")'], outputs['grader.check("q1")']
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MINILLAMA_TEST_FRESH_VENV"),
+                    reason="downloads packages: set MINILLAMA_TEST_FRESH_VENV=1 (needs a package index)")
+def test_autograder_installs_and_grades_in_a_fresh_venv(built, tmp_path):
+    """Gradescope's recipe: an empty venv, the zip's requirements.txt and nothing else, then grade with it."""
+    item = built[SLUGS[0]]
+    with zipfile.ZipFile(item.autograder) as archive:
+        (tmp_path / "requirements.txt").write_bytes(archive.read("requirements.txt"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    install = [python, "-m", "pip", "install", "-q", "-r", str(tmp_path / "requirements.txt")]
+    subprocess.run(install, check=True, timeout=1800, env=env, capture_output=True)
+    probe = subprocess.run([python, "-c", "import minillama"], env=env, capture_output=True, cwd=tmp_path)
+    assert probe.returncode != 0, "the fresh environment must not see the repository's package"
+    submissions = tmp_path / "submissions"
+    for name, notebook in (("solutions", item.solutions), ("stubs", item.student)):
+        (submissions / name).mkdir(parents=True)
+        (submissions / name / notebook.name).write_bytes(notebook.read_bytes())
+    grade = [python, str(EXERCISES / "grade.py"), str(item.autograder), str(submissions), "-o", "grades.csv", "-j", "1"]
+    subprocess.run(grade, check=True, timeout=900, env=env, cwd=tmp_path, capture_output=True)
+    with open(tmp_path / "grades.csv", newline="") as f:
+        rows = {row["submission"].split("/")[0]: row for row in csv.DictReader(f)}
+    assert rows["solutions"]["total"] == rows["solutions"]["possible"] != "0", rows["solutions"]
+    assert rows["stubs"]["total"] == "0" and not rows["solutions"]["flags"], rows
+    assert (tmp_path / "grades_feedback" / f"solutions__{SLUGS[0]}.feedback.md").is_file()
+
+
 def _master_solutions(slug: str) -> dict:
     """The namespace of a master notebook's solution cells, executed here (no kernel)."""
     namespace: dict = {}
@@ -469,3 +500,17 @@ def test_similarity_sees_through_renaming(tmp_path):
     assert [(a.stem, b.stem, round(score, 6)) for a, b, score, _ in pairs] == [("a", "b", 1.0)], pairs
     similarity.write_report(pairs, tmp_path / "similarity.csv", tmp_path)
     assert (tmp_path / "similarity.csv").read_text().splitlines()[1] == "a.ipynb,b.ipynb,1.000,relu"
+
+
+def test_reseed_changes_only_the_hidden_tests_seeds(tmp_path):
+    """exercises/reseed.py: a private copy's hidden tests draw new data; public tests and solutions are untouched."""
+    spec = importlib.util.spec_from_file_location("minillama_exercises_reseed", EXERCISES / "reseed.py")
+    reseed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reseed)
+    master, count = reseed.reseed_set(SLUGS[0], tmp_path, "a secret")
+    assert count > 0
+    before, after = _read(EXERCISES / SLUGS[0] / f"{SLUGS[0]}.ipynb")["cells"], _read(master)["cells"]
+    changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if _source(a) != _source(b)]
+    assert changed and all(reseed.is_hidden_test(_source(before[i])) for i in changed), changed
+    assert reseed.reseed_set(SLUGS[0], tmp_path / "again", "a secret")[1] == count
+    assert _read(tmp_path / "again" / SLUGS[0] / master.name)["cells"] == after, "the same secret, the same seeds"
