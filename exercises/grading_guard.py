@@ -178,7 +178,8 @@ def policy_of(notebook: dict) -> dict:
     declared = notebook.get("metadata", {}).get("minillama_grading", {})
     unknown = set(declared) - set(POLICY_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown keys in metadata.minillama_grading: {sorted(unknown)}; known {list(POLICY_DEFAULTS)}")
+        known = list(POLICY_DEFAULTS)
+        raise ValueError(f"unknown keys in metadata.minillama_grading: {sorted(unknown)}; known {known}")
     policy.update(declared)
     policy["blocked"] = sorted(set(policy["blocked"]) | {"minillama"})  # the book's package is always blocked
     return policy

@@ -43,10 +43,10 @@ def reseed_notebook(notebook: dict, secret: str, slug: str) -> int:
         if cell.get("cell_type") != "code" or not is_hidden_test(source):
             continue
 
-        def replace(match: re.Match) -> str:
+        def replace(match: re.Match, cell_index: int = index) -> str:
             nonlocal count
             count += 1
-            return f"{match.group(1)}({new_seed(secret, slug, index, int(match.group(2)))})"
+            return f"{match.group(1)}({new_seed(secret, slug, cell_index, int(match.group(2)))})"
 
         cell["source"] = SEED_CALL.sub(replace, source).splitlines(keepends=True)
         cell["outputs"] = []

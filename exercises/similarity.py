@@ -68,7 +68,7 @@ def jaccard(a: list[str], b: list[str]) -> float:
 
 
 def similar_pairs(submissions: list[Path], threshold: float = THRESHOLD) -> list[tuple[Path, Path, float, list[str]]]:
-    """(a, b, mean similarity, the functions both answered) for each pair at or above the threshold, most alike first."""
+    """(a, b, mean similarity, functions both answered) for each pair at or above the threshold, most alike first."""
     parsed = {path: answers(path) for path in submissions}
     pairs = []
     for a, b in itertools.combinations(submissions, 2):

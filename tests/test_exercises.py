@@ -65,13 +65,13 @@ def _import_at_top(notebook: dict) -> None:
 
 # The last answer calls the book's package at run time (a lazy import inside the body).
 LAZY_IMPORT = """\
-_original = {fn}
+_original_{fn} = {fn}
 
 
 def {fn}(*args, **kwargs):
     import minillama  # noqa: F401
 
-    return _original(*args, **kwargs)
+    return _original_{fn}(*args, **kwargs)
 """
 
 # The second-to-last answer comes from another module (made on the fly here, standing in for any library).
@@ -86,12 +86,13 @@ exec({source!r}, _library.__dict__)
 
 
 def _borrow_last_two_answers(notebook: dict) -> None:
-    """Cheat in the last two questions; the honest answers before them must keep their points."""
+    """Cheat in every function of the last two questions; the honest answers before them must keep their points."""
     *_, second_to_last, last = _solution_cells(notebook)
-    last["source"] = _source(last) + "\n\n" + LAZY_IMPORT.format(fn=_defined_function(last))
+    names = re.findall(r"^def (\w+)\(", _source(last), flags=re.MULTILINE)
+    last["source"] = _source(last) + "".join("\n\n" + LAZY_IMPORT.format(fn=fn) for fn in names)
     code = _source(second_to_last)
-    borrowed = FROM_ANOTHER_MODULE.format(fn=_defined_function(second_to_last), source=code)
-    second_to_last["source"] = code + "\n\n" + borrowed
+    names = re.findall(r"^def (\w+)\(", code, flags=re.MULTILINE)
+    second_to_last["source"] = code + "".join("\n\n" + FROM_ANOTHER_MODULE.format(fn=fn, source=code) for fn in names)
 
 
 @pytest.fixture(scope="session")
@@ -213,7 +214,8 @@ def _fast_autograder(autograder: Path, folder: Path, seconds: float) -> Path:
             data = source.read(name)
             if name == "otter_config.json":
                 config = json.loads(data)
-                config["plugins"][0]["grading_guard.GradingGuard"].update(question_timeout=seconds, cell_timeout=seconds)
+                policy = config["plugins"][0]["grading_guard.GradingGuard"]
+                policy.update(question_timeout=seconds, cell_timeout=seconds)
                 data = json.dumps(config).encode()
             target.writestr(name, data)
     return fast
@@ -487,7 +489,8 @@ def test_scan_reports_cheats_and_leaves_honest_code_alone():
 
 def test_similarity_sees_through_renaming(tmp_path):
     similarity = build.grading.similarity
-    original = 'def relu(x):\n    """Doc."""\n    out = np.maximum(x, 0.0)\n    total = out.sum()\n    return out / total\n'
+    original = ('def relu(x):\n    """Doc."""\n    out = np.maximum(x, 0.0)\n'
+                "    total = out.sum()\n    return out / total\n")
     renamed = "def relu(v):\n    # mine\n    result = np.maximum(v, 0.0)\n    s = result.sum()\n    return result / s\n"
     other = "def relu(x):\n    return np.where(x > 0, x, 0.0) * np.ones_like(x) + np.zeros(x.shape)\n"
     stub = "def relu(x):\n    raise NotImplementedError('write relu')\n"
