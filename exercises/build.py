@@ -20,8 +20,10 @@ solutions, public and hidden tests, and points. `otter assign` turns it into
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -45,26 +47,12 @@ def _load_sibling(name: str):
 
 grading = _load_sibling("grade")
 grade_submission = grading.grade_submission
+guard = grading.guard  # exercises/grading_guard.py, the otter plugin shipped in every autograder zip
 
-# The first code cell of every student notebook: it makes `grader.check` work on a laptop and on Colab, where the
-# notebook is opened on its own and the public tests arrive in the zip the student uploads. The master notebook does
-# not have it, so that running the master (nbval, `otter assign`) never writes otter's log file into the repository.
-SETUP_CELL = '''\
-# Run this cell first: it sets up `grader.check("q1")`, which runs the public tests of a question.
-# On Colab, first upload {slug}.zip (from your instructor) with the Files pane on the left.
-import os
-import zipfile
+PUBLIC_SUCCESS = "public test passed (hidden tests run at grading)"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
-try:
-    import otter
-except ImportError:  # Colab or a fresh environment: install the checker
-    %pip install -q "otter-grader==7.*"
-    import otter
-
-if not os.path.isdir("tests") and os.path.isfile("{slug}.zip"):
-    with zipfile.ZipFile("{slug}.zip") as archive:
-        archive.extractall(members=[name for name in archive.namelist() if name.startswith("tests/")])
-grader = otter.Notebook(tests_dir="tests")'''
+SETUP_CELL = grading.scan.SETUP_CELL  # the locked first code cell of every student notebook
 
 
 @dataclass
@@ -107,6 +95,67 @@ def add_setup_cell(notebook_path: Path, slug: str) -> None:
     notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def name_test_cases(source: str) -> str:
+    """Name each test case after its test function; public ones say that the hidden tests come at grading."""
+
+    def named(match: re.Match) -> str:
+        points, hidden, function = match.group(1), match.group(2), match.group(3)
+        message = "" if hidden == "True" else f", success_message={PUBLIC_SUCCESS!r}"
+        return f"@test_case(name={function!r}, points={points}, hidden={hidden}{message})\ndef {function}("
+
+    return re.sub(r"@test_case\(points=([^,]+), hidden=(True|False)\)\ndef (\w+)\(", named, source)
+
+
+def pinned_requirements(libraries: list[str]) -> list[str]:
+    """pip lines for the grading environment: otter and numpy, plus the set's libraries, at this machine's versions.
+
+    A local torch built for CPU (`2.13.0+cpu`) is pinned to the same build from PyTorch's CPU index, so that an
+    autograder never pulls the CUDA wheels and grades with the library versions used here.
+    """
+    lines = []
+    for name in ["otter-grader[grading]", "numpy", *libraries]:
+        version = importlib.metadata.version(name.split("[")[0])
+        lines.append(f"{name}=={version}")
+        if name == "torch" and "+cpu" in version:
+            lines.insert(0, f"--extra-index-url {TORCH_CPU_INDEX}")
+    return lines
+
+
+ENVIRONMENT_YML = """\
+name: otter-env
+channels:
+  - conda-forge
+dependencies:
+  - python={python}
+  - pip
+  - jupyter_server
+  - pip:
+{pip}
+"""
+
+
+def finish_autograder(zip_path: Path, policy: dict) -> None:
+    """Add the guard plugin, named test cases, `show_hidden` and pinned requirements to otter's autograder zip."""
+    with zipfile.ZipFile(zip_path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    for name in files:
+        if name.startswith("tests/") and name.endswith(".py"):
+            files[name] = name_test_cases(files[name].decode("utf-8")).encode("utf-8")
+    config = json.loads(files["otter_config.json"])
+    plugin_config = {key: policy[key] for key in ("blocked", "allow_processes", "question_timeout", "cell_timeout")}
+    config.update(show_hidden=True, plugins=[{guard.PLUGIN_NAME: plugin_config}])
+    files["otter_config.json"] = json.dumps(config, indent=2).encode("utf-8")
+    files["grading_guard.py"] = (EXERCISES / "grading_guard.py").read_bytes()
+    requirements = pinned_requirements(policy["libraries"])
+    files["requirements.txt"] = ("\n".join(requirements) + "\n").encode("utf-8")
+    python = ".".join(map(str, sys.version_info[:2]))
+    pip = "\n".join(f"      - {line}" for line in requirements)
+    files["environment.yml"] = ENVIRONMENT_YML.format(python=python, pip=pip).encode("utf-8")
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(files.items()):
+            archive.writestr(name, data)
+
+
 def build_one(master: Path, out: Path) -> Built:
     """Run `otter assign` on one master notebook and lay its output out under `out`."""
     slug = master.stem
@@ -126,6 +175,9 @@ def build_one(master: Path, out: Path) -> Built:
         shutil.copy2(zip_made, autograder_dir / f"{slug}-autograder.zip")
         shutil.copy2(result / "autograder" / f"{slug}.ipynb", autograder_dir / f"{slug}.ipynb")
         shutil.copytree(result / "autograder" / "tests", autograder_dir / "tests")
+    for test_file in [*(student_dir / "tests").glob("*.py"), *(autograder_dir / "tests").glob("*.py")]:
+        test_file.write_text(name_test_cases(test_file.read_text(encoding="utf-8")), encoding="utf-8")
+    finish_autograder(autograder_dir / f"{slug}-autograder.zip", guard.policy_of(json.loads(master.read_text())))
 
     built = Built(
         slug=slug,
