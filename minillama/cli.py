@@ -85,9 +85,9 @@ def report_errors(command: str, run: Callable[[], int | None], debug: bool = Fal
     except Exception as error:
         if debug or not is_disk_full(error):
             raise
-        where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+        where = f" in {error.filename}" if isinstance(error, OSError) and error.filename else ""
         return _fail(command, f"no space left on device{where}: free some space (or choose another folder) "
-                              f"and run the command again")
+                              f"and run the command again; what was saved before is intact")
 
 
 def _fail(command: str, message: str) -> int:

@@ -84,8 +84,9 @@ class TrainConfig:
     grad_clip: float = _optim(1.0, "clip the global gradient norm to this (0 disables clipping)")
     max_bad_steps: int = _optim(5, "abort after this many consecutive bad steps (a non-finite loss or gradient, "
                                 "or a loss spike)")
-    spike_factor: float = _optim(3.0, "a loss above this many times the median of the last 50 good steps is a "
-                                 "spike, skipped like a non-finite step; 0 = no spike detection")
+    spike_factor: float = _optim(2.0, "a loss above this many times the median of the last 50 good steps (or "
+                                 "ln(vocab_size) before 10 of them) is a spike, skipped like a non-finite step; 0 = "
+                                 "no spike detection")
 
     # --- hardware
     device: str = _hardware("auto", "cpu, cuda, cuda:N, mps, or auto (CUDA > MPS > CPU)")

@@ -1,9 +1,11 @@
 """The divergence guard: skip a step whose loss is non-finite or a spike, abort after too many in a row.
 
 One bad batch (a corrupt document, an overflow in a rare activation) should cost one step, not the run: applying
-its gradient could poison every weight at once, so the step is skipped and logged instead. A *spike* (a finite
-loss above ``spike_factor`` times the median of the recent good steps) is treated the same way: a learning rate
-far too high gives losses that grow to thousands while staying finite. Many bad steps in a row mean the run itself
+its gradient could poison every weight at once, so the step is skipped and logged instead. A *spike* is treated the
+same way: a finite loss above ``spike_factor`` times a reference, the median of the recent good losses, or before
+there are enough of them (and at most) ``ln V``, the loss of a uniform guess over the ``V`` tokens, which no model
+that learned anything exceeds. A learning rate far too high gives losses that grow to thousands while staying
+finite, from the very first steps. Many bad steps in a row mean the run itself
 has diverged (learning rate too high, a broken kernel, failing hardware), and continuing only burns compute, so
 the guard stops it and names the checkpoint to go back to, as large runs do by hand (the Llama 3 team restarted
 from checkpoints after loss spikes and hardware faults; Grattafiori et al. 2024).
@@ -35,7 +37,9 @@ class NonFiniteGuard:
 
     max_bad_steps: int = 5
     spike_factor: float = 0.0
-    """A finite loss above ``spike_factor`` x the median of the last ``window`` good losses is a spike (0: off)."""
+    """A finite loss above ``spike_factor`` x the reference loss is a spike (0: off)."""
+    uniform_loss: float = math.inf
+    """``ln V``: the loss of a uniform guess, the reference before ``min_history`` good steps and its upper bound."""
     window: int = 50
     min_history: int = 10
     consecutive: int = 0
@@ -48,10 +52,12 @@ class NonFiniteGuard:
         """``None`` for a good step, else the reason, for the log."""
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return f"non-finite loss ({loss}) or gradient norm ({grad_norm})"
-        if self.spike_factor and len(self.recent_losses) >= self.min_history:
-            median = statistics.median(self.recent_losses)
-            if loss > self.spike_factor * median:
-                return f"loss spike ({loss:.4g} > {self.spike_factor:g} x the recent median {median:.4g})"
+        if self.spike_factor:
+            enough = len(self.recent_losses) >= self.min_history
+            reference = min(statistics.median(self.recent_losses) if enough else math.inf, self.uniform_loss)
+            if loss > self.spike_factor * reference:
+                what = "the recent median" if reference < self.uniform_loss else "ln(vocabulary), a uniform guess's"
+                return f"loss spike ({loss:.4g} > {self.spike_factor:g} x {what} {reference:.4g})"
         return None
 
     def check(self, step: int, loss: float, grad_norm: float) -> bool:

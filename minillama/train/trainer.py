@@ -188,7 +188,8 @@ class Trainer:
 
         # 4. bookkeeping
         self.checkpointer = checkpointer or Checkpointer(self.run_dir / "checkpoints", keep_last=config.keep_last)
-        self.guard = NonFiniteGuard(config.max_bad_steps, spike_factor=config.spike_factor)
+        self.guard = NonFiniteGuard(config.max_bad_steps, spike_factor=config.spike_factor,
+                                    uniform_loss=math.log(self.model_config.vocab_size))
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written by this process
         self.tokens_seen = 0

@@ -24,6 +24,7 @@ A sharded variant for FSDP (``torch.distributed.checkpoint``) only has to provid
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -36,11 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillama.errors import is_disk_full
 from minillama.weights import save_checkpoint
 
 # Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
 PAUSE_BEFORE_RENAME_ENV = "MINILLAMA_CHECKPOINT_PAUSE_BEFORE_RENAME"
 STEP_PREFIX = "step_"
+DISK_NEARLY_FULL = 1 << 20  # bytes free under which a failed write is taken for a full disk
 
 
 def fsync_dir(path: Path) -> None:
@@ -71,11 +74,19 @@ def publish(tmp: Path, final: Path) -> None:
 
 @contextlib.contextmanager
 def removed_on_failure(folder: Path):
-    """Delete ``folder`` if the block fails (a full disk, a kill by exception), then let the error through."""
+    """Delete ``folder`` if the block fails (a full disk, an exception), then let the error through.
+
+    ``torch.save`` reports a full disk as ``RuntimeError: ... unexpected pos``: when the disk is (nearly) full at
+    that moment, the error is re-raised as the ``OSError(ENOSPC)`` it is, which the CLI explains in one line.
+    """
     try:
         yield
-    except BaseException:
+    except BaseException as error:
+        full = isinstance(error, Exception) and (is_disk_full(error)
+                                                 or shutil.disk_usage(folder).free < DISK_NEARLY_FULL)
         shutil.rmtree(folder, ignore_errors=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder.parent)) from error
         raise
 
 
@@ -216,7 +227,8 @@ class Checkpointer:
 
     def _prune(self) -> None:
         found = self.checkpoints()
-        keep = set(found[-self.keep_last:]) | {p for p in found if self.protected and p.name == Path(self.protected).name}
+        protected = Path(self.protected).name if self.protected else None
+        keep = set(found[-self.keep_last:]) | {p for p in found if p.name == protected}
         if self.keep_best:  # among checkpoints evaluated at their own step, with a finite loss
             scored = [(meta["val_loss"], p) for p in found
                       if isinstance((meta := _read_meta(p)).get("val_loss"), (int, float))
