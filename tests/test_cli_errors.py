@@ -47,7 +47,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     save_checkpoint(Llama(get_preset("nano", dim=128)), mismatched, tokenizer_file=root / "tokenizer.model")
     (mismatched / "config.json").write_text((good / "config.json").read_text())
 
-    no_tokenizer = save_checkpoint(model, root / "no_tokenizer")
+    save_checkpoint(model, root / "no_tokenizer")
     garbage = root / "garbage"
     garbage.mkdir()
     (garbage / "config.json").write_text("{not json")
