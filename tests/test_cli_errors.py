@@ -210,3 +210,19 @@ def test_the_terminal_sees_one_line(files, argv, phrase):
                             text=True, env=env, timeout=120, cwd=files["root"])
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and phrase in result.stderr, result.stderr
     assert json.dumps(result.stderr).count("Traceback") == 0
+
+
+@pytest.mark.parametrize("damage", ["model.safetensors", "optimizer.pt", "train_state.pt", "another model"])
+def test_train_resume_of_a_damaged_checkpoint(files, capsys, monkeypatch, tmp_path, damage):
+    monkeypatch.setenv("MINILLAMA_CACHE", str(files["root"] / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", *TRAIN_BASE, "--corpus", str(files["corpus_txt"]), "--run-dir", str(run)]) == 0
+    checkpoint = run / "checkpoints" / "step_2"
+    if damage == "another model":
+        save_checkpoint(Llama(get_preset("nano", dim=128)), checkpoint)
+    else:
+        data = (checkpoint / damage).read_bytes()
+        (checkpoint / damage).write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    returned = main(["train", "--resume", str(run), "--max-steps", "4"])
+    _assert_one_line(capsys, "train", returned, f"cannot resume from {checkpoint}")

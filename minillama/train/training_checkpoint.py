@@ -28,6 +28,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from minillama.errors import is_disk_full
+from minillama.errors import as_user_error, is_disk_full
 from minillama.weights import save_checkpoint
 
 # Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
@@ -198,15 +199,19 @@ class Checkpointer:
     def load(self, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
              ) -> dict[str, Any]:
         """Load weights into ``model`` and state into ``optimizer``; return the saved ``train_state``."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
         device = next(model.parameters()).device
-        state_dict = load_file(str(path / "model.safetensors"), device=str(device))
-        model.load_state_dict(state_dict)
-        if optimizer is not None:
-            optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-        return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+        # a truncated, damaged or foreign file is the user's to fix: one line that names it, not a traceback
+        with as_user_error(ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError,
+                           prefix=f"cannot resume from {path} (truncated, damaged or another model's?): "):
+            state_dict = load_file(str(path / "model.safetensors"), device=str(device))
+            model.load_state_dict(state_dict)
+            if optimizer is not None:
+                optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+            return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
 
     def _remove_temporaries(self) -> None:
         self.remove_leftovers()
