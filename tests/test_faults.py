@@ -26,7 +26,7 @@ from minillama.train.metrics import read_metrics
 FLAGS = ["--model", "nano", "--seq-len", "32", "--batch-size", "4", "--warmup-steps", "5", "--eval-interval", "50",
          "--eval-batches", "2", "--num-samples", "0", "--log-interval", "1", "--threads", "1", "--no-progress",
          "--device", "cpu"]
-STEPS = 150
+STEPS = 80
 
 
 @pytest.fixture(scope="module")
@@ -204,10 +204,12 @@ def test_a_run_folder_is_reused_only_when_asked_and_never_by_two_runs(work, tmp_
     process = subprocess.Popen([sys.executable, "-m", "minillama", "train", "--resume", str(run), "--max-steps",
                                 "100000"], env=work["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_step(run, process, 6)
+    process.send_signal(signal.SIGSTOP)  # frozen, it holds the lock and leaves the CPU to the others
     for extra in (["--resume", str(run)], ["--run-dir", str(run), "--overwrite"]):
         second = _train(work, *extra, "--max-steps", "100000", check=2)
         assert "in use by a run still going" in second.stderr, second.stderr
     process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
     process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM
 

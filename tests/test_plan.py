@@ -746,4 +746,4 @@ def test_cli_table(capsys):
     assert "FSDP + AC: communication (8.1 s per step at 400 GB/s)" in out
     assert "T tokens take" in out
     assert main(["plan", "--preset", "llama3.1-8b", "--batch-tokens", "1000"]) == 2
-    assert "whole number" in capsys.readouterr().out
+    assert "whole number" in capsys.readouterr().err
