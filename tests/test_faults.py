@@ -242,20 +242,21 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.parametrize("left_kib", [300, 800])  # fails in model.safetensors / in torch.save of the optimizer
-def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(work, small_disk, left_kib):
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(work, small_disk):
     run = small_disk / "run"
     _train(work, "--max-steps", "10", "--checkpoint-interval", "5", "--keep-last", "1", "--run-dir", str(run))
-    ballast = small_disk / "ballast"
-    free = shutil.disk_usage(small_disk).free
-    ballast.write_bytes(b"\0" * (free - left_kib * 1024))
-    full = _train(work, "--resume", str(run), "--max-steps", "20", check=2)
-    assert "no space left on device" in full.stderr and "Traceback" not in full.stderr
-    assert len(full.stderr.strip().splitlines()[-1:]) == 1 and full.stderr.strip().splitlines()[-1].startswith(
-        "minillama train: error: no space left on device")
     checkpoints = run / "checkpoints"
-    assert not list(checkpoints.glob(".tmp-*")) and not list(checkpoints.glob(".old-*"))
-    assert (checkpoints / "step_10" / "train_state.pt").is_file()
+    ballast = small_disk / "ballast"
+    # the save fails in model.safetensors (300 KiB left), then in torch.save of the optimizer (800 KiB left)
+    for left_kib in (300, 800):
+        ballast.write_bytes(b"")
+        ballast.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - left_kib * 1024))
+        full = _train(work, "--resume", str(run), "--max-steps", "20", check=2)
+        lines = full.stderr.strip().splitlines()
+        assert lines[-1].startswith("minillama train: error: no space left on device in "), full.stderr
+        assert "Traceback" not in full.stderr
+        assert not list(checkpoints.glob(".tmp-*")) and not list(checkpoints.glob(".old-*"))
+        assert (checkpoints / "step_10" / "train_state.pt").is_file()
 
     # a kill during a save leaves a temporary folder: the next --resume removes it before anything else
     (checkpoints / ".tmp-step_12-99999").mkdir()
@@ -270,7 +271,9 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(work, small_disk,
 def test_the_guard_names_a_checkpoint_that_really_is_good(work, tmp_path):
     run = tmp_path / "run"
     _train(work, "--max-steps", "20", "--checkpoint-interval", "5", "--eval-interval", "10", "--run-dir", str(run))
-    assert json.loads((run / "checkpoints" / "step_20" / "meta.json").read_text())["val_loss"] is not None
+    # "best" is chosen among checkpoints evaluated at their own step: step_15's meta has no (stale) val loss
+    meta = {p.name: json.loads((p / "meta.json").read_text()) for p in (run / "checkpoints").iterdir()}
+    assert meta["step_20"]["val_loss"] is not None and meta["step_15"]["val_loss"] is None
     # --lr 10 from step 20 on: losses explode but stay finite; checkpoints are saved at every step, also while the
     # steps are being skipped, and keep_last 2 would delete the good one if the guard did not protect it.
     diverged = _train(work, "--resume", str(run), "--lr", "10", "--max-steps", "60", "--checkpoint-interval", "1",
@@ -286,13 +289,3 @@ def test_the_guard_names_a_checkpoint_that_really_is_good(work, tmp_path):
     assert not [r for r in read_metrics(run) if r["kind"] == "skip"]
     losses = _losses(run)
     assert max(losses[-10:]) < 2 * min(losses[:5])
-
-
-def test_best_is_chosen_among_evaluated_checkpoints(work, tmp_path):
-    run = tmp_path / "run"
-    _train(work, "--max-steps", "12", "--checkpoint-interval", "3", "--eval-interval", "6", "--keep-last", "1",
-           "--run-dir", str(run))
-    for step in (3, 6, 9, 12):
-        meta = run / "checkpoints" / f"step_{step}" / "meta.json"
-        if meta.exists():
-            assert (json.loads(meta.read_text())["val_loss"] is None) == (step % 6 != 0), step
