@@ -6,7 +6,9 @@
     minillama train --resume runs/tiny-...            # continue a run where its last checkpoint left it
 
 Precedence: ``TrainConfig`` defaults < the ``--config`` file < flags. ``--resume`` without ``--config`` starts from
-the run's own ``config.toml``, so ``--resume RUN --max-steps 2000`` extends a run with nothing else changed.
+the run's own ``config.toml``, so ``--resume RUN --max-steps 2000`` extends a run with nothing else changed. An
+existing run folder is continued only with ``--resume`` (or started over with ``--overwrite``); Ctrl-C, SIGTERM and
+SIGHUP save the current step and stop (exit status 128 + the signal's number), and ``--resume`` continues exactly.
 """
 
 from __future__ import annotations
