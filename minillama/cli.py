@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+from collections.abc import Callable
 
-from minillama.errors import UserError
+from minillama.errors import UserError, is_disk_full
 
 # name -> (module that owns the command, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +42,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wanted = _command_in(argv)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        # --debug after the command too (SUPPRESS: an absent flag does not reset the one given before it)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if name == wanted:
             importlib.import_module(module_name).add_arguments(sub)
     return parser
@@ -60,13 +64,38 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
+    return report_errors(args.command, lambda: module.run(args), debug=args.debug)
+
+
+def report_errors(command: str, run: Callable[[], int | None], debug: bool = False) -> int:
+    """Run a command; a person's mistake (and a full disk) becomes one line on stderr and status 2.
+
+    Every entry point calls this (``minillama``, ``python -m minillama.parallel``), so all commands fail alike.
+    Any other exception is a bug and keeps its traceback; ``debug`` shows the traceback of every error.
+    """
     try:
-        return int(module.run(args) or 0)
+        return int(run() or 0)
     except UserError as error:
-        if args.debug:
+        if debug:
             raise
-        print(f"minillama {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(command, str(error))
+    except KeyboardInterrupt:  # outside a training loop, which stops at a step boundary by itself
+        if debug:
+            raise
+        print(f"\nminillama {command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Exception as error:
+        if debug or not is_disk_full(error):
+            raise
+        where = f" in {error.filename}" if isinstance(error, OSError) and error.filename else ""
+        return _fail(command, f"no space left on device{where}: free some space (or choose another folder) "
+                              f"and run the command again; what was saved before is intact")
+
+
+def _fail(command: str, message: str) -> int:
+    """One line on stderr, status 2: what went wrong and what to do."""
+    print(f"minillama {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ never inside the model, which also trains.
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import pickle
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from minillama.errors import UserError, as_user_error
 from minillama.model import Llama
 
 
@@ -117,29 +122,55 @@ def generate(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint folder: ours (config.json + model.safetensors), Meta's "
-                                           "(params.json + consolidated.*.pth) or Hugging Face's")
+                                           "(params.json + consolidated.*.pth), Hugging Face's, or a run folder of "
+                                           "`minillama train` (its latest checkpoint)")
+    parser.add_argument("--best", action="store_true", help="from a run folder, take the checkpoint with the best "
+                                                            "validation loss instead of the latest")
     parser.add_argument("--prompt", default="", help="text to continue (default: start from begin-of-text)")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding (default: 0.8)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default: 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: 0)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (the best available)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (the best available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights and cache dtype (auto: bfloat16 on a GPU, else the checkpoint's own)")
     parser.add_argument("--tokenizer", default="auto",
                         help="'llama3' (Meta's tokenizer), a tokenizer.model path, or auto: the checkpoint's "
-                             "tokenizer.model, or Meta's for a 128,256-token vocabulary")
+                             "tokenizer.model (or tokenizer.json), or Meta's for a 128,256-token vocabulary")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse impossible sampling settings before anything is loaded."""
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UserError(f"--temperature must be a number >= 0 (0 = greedy), got {args.temperature}")
+    if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
 
 
 def _pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise UserError(f"--device must be cpu, cuda, cuda:N, mps or auto, got {name!r}")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: this PyTorch sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPUs here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
 
 
 def _pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
@@ -151,8 +182,39 @@ def _pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def checkpoint_folder(path: str | Path, best: bool = False) -> Path:
+    """The model folder to load: ``path`` itself, or from a run folder (``RUN`` or ``RUN/checkpoints``) its latest
+    checkpoint, or with ``best`` the one with the lowest validation loss among those evaluated at their step."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is a file, not a folder")
+    runs = [folder for folder in (path / "checkpoints", path) if folder.is_dir()]
+    steps = [p for folder in runs for p in folder.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+    if not steps:
+        if best:
+            raise UserError(f"--best needs a run folder with checkpoints/step_N inside; {path} has none")
+        return path
+    steps.sort(key=lambda p: int(p.name[5:]))
+    if not best:
+        return steps[-1]
+    scored = [(meta["val_loss"], p) for p in steps
+              if isinstance((meta := _read_json(p / "meta.json")).get("val_loss"), (int, float))
+              and math.isfinite(meta["val_loss"])]
+    if not scored:
+        raise UserError(f"no checkpoint of {path} was evaluated at its own step: drop --best to take the latest")
+    return min(scored, key=lambda item: item[0])[1]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def load_tokenizer(spec: str, checkpoint: Path, vocab_size: int):
-    """The tokenizer for a checkpoint: Meta's Llama 3 tokenizer, or one of ours (a tiktoken rank file)."""
+    """The tokenizer for a checkpoint: Meta's Llama 3 tokenizer, one of ours (a tiktoken rank file), or the
+    ``tokenizer.json`` that :func:`minillama.weights.save_hf` writes."""
     from minillama.config import LLAMA3_VOCAB_SIZE
 
     own = checkpoint / "tokenizer.model"
@@ -160,36 +222,48 @@ def load_tokenizer(spec: str, checkpoint: Path, vocab_size: int):
         from minillama.tokenizer.llama3 import Llama3Tokenizer
 
         return Llama3Tokenizer(own if own.exists() else None)
+    if spec == "auto" and not own.exists() and (checkpoint / "tokenizer.json").is_file():
+        from minillama.tokenizer.huggingface import tokenizer_from_hf_json
+
+        return tokenizer_from_hf_json(checkpoint / "tokenizer.json")
     path = own if spec == "auto" else Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"no tokenizer at {path}: pass --tokenizer PATH (a tokenizer.model) or 'llama3'")
+    if not path.is_file():
+        raise UserError(f"no tokenizer at {path}: pass --tokenizer PATH (a tokenizer.model) or 'llama3'")
     from minillama.tokenizer.bpe import BPETokenizer
 
     return BPETokenizer.load(path)
 
 
 def _prompt_and_stops(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
-    """Prompt ids and stop ids: Meta's begin-of-text / end tokens, or our tokenizer's end-of-text if it has one."""
+    """Prompt ids and stop ids: Meta's begin-of-text / end tokens, or for our tokenizers the end-of-text token,
+    which also starts every document in our token shards (so an empty prompt starts a new document)."""
     if hasattr(tokenizer, "bos_id"):  # Meta's Llama 3 tokenizer
         return tokenizer.encode(prompt, bos=True), list(tokenizer.stop_tokens)
     special = getattr(tokenizer, "special_tokens", {})
-    bos = [special[s] for s in ("<|begin_of_text|>",) if s in special]
+    starts = [special[s] for s in ("<|begin_of_text|>", "<|end_of_text|>", "<|endoftext|>") if s in special]
     stops = [special[s] for s in ("<|end_of_text|>", "<|endoftext|>", "<|eot_id|>") if s in special]
-    ids = bos + tokenizer.encode(prompt)
+    ids = starts[:1] + tokenizer.encode(prompt, disallowed_special=())
     if not ids:
-        raise ValueError("empty prompt and the tokenizer has no <|begin_of_text|> token: give a --prompt")
+        raise UserError("empty prompt and the tokenizer has no start-of-text token: give a --prompt")
     return ids, stops
 
 
 def run(args: argparse.Namespace) -> int:
     from minillama.weights import load_checkpoint
 
+    check_arguments(args)
     device = _pick_device(args.device)
-    model = load_checkpoint(args.checkpoint, device=device, dtype=_pick_dtype(args.dtype, device))
-    tokenizer = load_tokenizer(args.tokenizer, Path(args.checkpoint), model.config.vocab_size)
+    folder = checkpoint_folder(args.checkpoint, best=args.best)
+    with as_user_error(ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError,
+                       prefix=f"cannot load {folder}: "):
+        model = load_checkpoint(folder, device=device, dtype=_pick_dtype(args.dtype, device))
+        tokenizer = load_tokenizer(args.tokenizer, folder, model.config.vocab_size)
+    if tokenizer.n_vocab > model.config.vocab_size:
+        raise UserError(f"the tokenizer has {tokenizer.n_vocab:,} ids, more than the model's vocabulary of "
+                        f"{model.config.vocab_size:,}: it belongs to another model (pass the right --tokenizer)")
     prompt_ids, stop_tokens = _prompt_and_stops(tokenizer, args.prompt)
     if len(prompt_ids) >= model.config.max_seq_len:
-        raise ValueError(f"the prompt is {len(prompt_ids)} tokens; the model reads at most {model.config.max_seq_len}")
+        raise UserError(f"the prompt is {len(prompt_ids)} tokens; the model reads at most {model.config.max_seq_len}")
     max_new = min(args.max_new_tokens, model.config.max_seq_len - len(prompt_ids))
     generator = torch.Generator(device=device).manual_seed(args.seed)
     out = sys.stdout

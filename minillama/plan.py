@@ -139,6 +139,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from minillama.config import PRESETS, ModelConfig, get_preset
+from minillama.errors import UserError
 
 # --- hardware ------------------------------------------------------------------------------------------------------
 
@@ -543,7 +544,7 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; choose one of: {', '.join(GPUS)}")
     spec = GPUS[gpu]
-    seq_len = seq_len or min(8192, config.max_seq_len)
+    seq_len = min(8192, config.max_seq_len) if seq_len is None else seq_len
     batch_tokens = parse_count(batch_tokens, binary=True)
     for name, value in (("gpus", gpus), ("seq_len", seq_len), ("batch_tokens", batch_tokens),
                         ("micro_batch", micro_batch), ("gpus_per_node", gpus_per_node),
@@ -552,6 +553,8 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
+    if not (math.isfinite(internode_gbps) and internode_gbps > 0):
+        raise ValueError(f"internode_gbps must be a positive number of GB/s, got {internode_gbps!r}")
     if batch_tokens % seq_len:
         raise ValueError(f"batch_tokens ({batch_tokens:,}) must be a whole number of {seq_len:,}-token sequences")
     tp = tensor_parallel
@@ -778,8 +781,7 @@ def run(args: argparse.Namespace) -> int:
                           internode_gbps=args.internode_gbps, tensor_parallel=args.tensor_parallel,
                           model=args.preset)
     except ValueError as error:
-        print(f"minillama plan: {error}")
-        return 2
+        raise UserError(str(error)) from error
     if args.json:
         print(json.dumps([plan_to_dict(p) for p in plans], indent=2))
     else:

@@ -439,6 +439,9 @@ def load_state(path: str | Path) -> tuple[ModelConfig, StateDict]:
     path = Path(path)
     kind = detect_format(path)
     if kind == "minillama":
+        if not (path / "model.safetensors").exists() and (path / ".metadata").exists():
+            raise ValueError(f"{path} is a sharded (FSDP) checkpoint: make one file of it first with "
+                             f"minillama.parallel.sharded_checkpoint.consolidate(CHECKPOINT, OUT)")
         config = ModelConfig.from_json(path / "config.json")
         state_dict = _read_safetensors(_require(path / "model.safetensors"))
     elif kind == "hf":
@@ -463,6 +466,14 @@ def _require(path: Path) -> Path:
     return path
 
 
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name`` for a shard name from an index file, refused unless it is a file name in ``folder``
+    (an index must not send the reader to ``../../somewhere`` or ``/etc``)."""
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise ValueError(f"{folder / 'model.safetensors.index.json'} names a shard outside its folder: {name!r}")
+    return folder / name
+
+
 def _read_hf_weights(path: Path) -> StateDict:
     if (path / "model.safetensors").exists():
         return _read_safetensors(path / "model.safetensors")
@@ -470,7 +481,7 @@ def _read_hf_weights(path: Path) -> StateDict:
     if index.exists():
         state_dict: StateDict = {}
         for name in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state_dict.update(_read_safetensors(_require(path / name)))
+            state_dict.update(_read_safetensors(_require(_inside(path, name))))
         return state_dict
     if (path / "pytorch_model.bin").exists():
         return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)

@@ -734,7 +734,7 @@ def test_cli_tensor_parallel(capsys):
     assert plan_to_dict(plan_training(get_preset("llama3.1-8b"), gpus=8))["tensor_parallel"] == 1
     assert main(["plan", "--preset", "llama3.1-405b", "--gpus", "16384", "--tensor-parallel", "8", "--parallel",
                  "ddp"]) == 2
-    assert "composes with FSDP only" in capsys.readouterr().out
+    assert "composes with FSDP only" in capsys.readouterr().err
 
 
 def test_cli_table(capsys):
@@ -746,4 +746,4 @@ def test_cli_table(capsys):
     assert "FSDP + AC: communication (8.1 s per step at 400 GB/s)" in out
     assert "T tokens take" in out
     assert main(["plan", "--preset", "llama3.1-8b", "--batch-tokens", "1000"]) == 2
-    assert "whole number" in capsys.readouterr().out
+    assert "whole number" in capsys.readouterr().err

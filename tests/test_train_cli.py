@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from _train_helpers import small_corpus
 
 from minillama.cli import main
+from minillama.errors import UserError
 from minillama.train import cli as train_cli
 from minillama.train.config import TrainConfig
 from minillama.train.metrics import read_metrics
@@ -59,7 +61,7 @@ def test_clear_errors(tmp_path, capsys, monkeypatch):
     # The single-process command itself (without chapter 9's launcher) points --parallel at torchrun.
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
-    assert train_cli.run(parser.parse_args(["--parallel", "fsdp"])) == 2
-    assert "torchrun" in capsys.readouterr().err
+    with pytest.raises(UserError, match="torchrun"):
+        train_cli.run(parser.parse_args(["--parallel", "fsdp"]))
     assert main(["plot", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err

@@ -95,16 +95,16 @@ def test_trainer_skips_bad_steps_then_aborts_naming_the_last_good_checkpoint(tmp
     monkeypatch.setenv("MINILLAMA_CACHE", str(tmp_path / "cache"))
     corpus = small_corpus(tmp_path)
     run = tmp_path / "run"
-    trainer = Trainer(nano_config(run, corpus, max_steps=30, max_bad_steps=4), log=lambda text: None)
-    trainer.fit(stop_at=3)
-    trainer = Trainer(nano_config(run, corpus, max_steps=30, max_bad_steps=4, resume=str(run)),
-                      log=lambda text: None)
+    settings = dict(max_steps=30, max_bad_steps=4, checkpoint_interval=3)
+    trainer = Trainer(nano_config(run, corpus, **settings), log=lambda text: None)
+    trainer.fit(stop_at=4)  # step_3, confirmed good by step 4, and step_4, not confirmed by anything yet
+    trainer = Trainer(nano_config(run, corpus, **settings, resume=str(run)), log=lambda text: None)
     with torch.no_grad():  # a corrupted weight: every later loss is NaN
         trainer.model.norm.weight[0] = math.nan
-    with pytest.raises(TrainingDiverged, match=f"{run / 'checkpoints' / 'step_3'}"):
+    with pytest.raises(TrainingDiverged, match=f"last good checkpoint is {run / 'checkpoints' / 'step_3'};"):
         trainer.fit()
     records = read_metrics(run)
-    assert [r["step"] for r in records if r["kind"] == "skip"] == [4, 5, 6, 7]
+    assert [r["step"] for r in records if r["kind"] == "skip"] == [5, 6, 7, 8]
 
 
 def test_float16_overflows_lower_the_loss_scale_without_tripping_the_guard(tmp_path, monkeypatch, one_thread):  # noqa: F811

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from minillama.data.download import download, verify
+from minillama.data.download import ChecksumError, download, verify
 from minillama.data.paths import cache_dir, mirror_dir, offline
 from minillama.data.resumable import download_resumable
 
@@ -195,9 +195,14 @@ def corpus_path(corpus: Corpus | str) -> Path:
         verify(mirrored, corpus.sha256, corpus.size)
         return mirrored
     cached = cache_dir() / corpus.filename
-    # A file reaches its final name only once complete and verified, so an unknown size trusts the cache.
-    if cached.is_file() and corpus.size in (None, cached.stat().st_size):
-        return cached
+    # A file reaches its final name only once complete and verified; still, a cache can be edited or damaged, and a
+    # file of the right size is not the right file: check its SHA-256, and download again if it differs.
+    if cached.is_file():
+        try:
+            verify(cached, corpus.sha256, corpus.size)
+            return cached
+        except ChecksumError:
+            cached.unlink()
     if offline():
         raise FileNotFoundError(_offline_message(corpus, "MINILLAMA_OFFLINE is set"))
     fetch = download_resumable if corpus.resumable else download

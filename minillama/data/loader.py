@@ -77,7 +77,7 @@ class TrainLoader:
         # The fewest windows an epoch can have (phase T - 1) fixes the batches per epoch for every epoch.
         min_windows = (len(tokens) - seq_len) // seq_len
         self.batches_per_epoch = min_windows // (world_size * batch_size)
-        if self.batches_per_epoch == 0:
+        if self.batches_per_epoch <= 0:
             raise ValueError(
                 f"{len(tokens):,} training tokens are too few for one global batch of {world_size} x {batch_size} "
                 f"windows of {seq_len + 1} tokens; use a larger corpus, a smaller batch_size or a smaller seq_len"

@@ -8,6 +8,7 @@
 import argparse
 import sys
 
+from minillama.cli import report_errors
 from minillama.parallel import cli
 
 parser = argparse.ArgumentParser(prog="python -m minillama.parallel",
@@ -16,4 +17,4 @@ commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=Tru
 cli.add_arguments(commands.add_parser("train", help="train a model (the options of `minillama train`)"))
 cli.add_arguments(commands.add_parser("prepare", help="tokenize the corpus of a config into the cache, then exit"))
 args = parser.parse_args()
-sys.exit(cli.run(args) if args.command == "train" else cli.prepare(args))
+sys.exit(report_errors(args.command, lambda: cli.run(args) if args.command == "train" else cli.prepare(args)))

@@ -14,8 +14,8 @@ torchrun and with ``--parallel none`` it is the plain single-device command. ``s
 from __future__ import annotations
 
 import argparse
-import sys
 
+from minillama.errors import as_user_error
 from minillama.train import cli as train_cli
 from minillama.train.config import TrainConfig, config_from_args
 
@@ -50,11 +50,8 @@ def prepare(args: argparse.Namespace) -> int:
     """Tokenize the corpus of the config that ``args`` describe (one process, before a launch)."""
     from minillama.parallel.training import prepare_data
 
-    try:
+    with as_user_error(ValueError, OSError):
         data = prepare_data(config_from_args(args, args.config))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"minillama prepare: {error}", file=sys.stderr)
-        return 2
     print(f"{len(data.train):,} train and {len(data.val):,} validation tokens of {data.source.key}, tokenizer "
           f"{data.tokenizer_path}")
     return 0

@@ -50,6 +50,7 @@ from torch.distributed.checkpoint.state_dict import (
 from minillama.config import ModelConfig
 from minillama.model import Llama
 from minillama.parallel.distributed import barrier, gather_objects, get_rank, get_world_size
+from minillama.parallel.safe_metadata import SafeFileSystemReader, read_metadata
 from minillama.train.training_checkpoint import STEP_PREFIX, Checkpointer, fsync_dir, publish
 from minillama.weights import save_checkpoint
 
@@ -142,16 +143,17 @@ class ShardedCheckpointer(Checkpointer):
         if not is_sharded_checkpoint(path):
             raise ValueError(f"{path} is not a sharded checkpoint (no {METADATA_FILE}); a single-device checkpoint "
                              f"resumes with --parallel ddp or without --parallel")
+        read_metadata(path / METADATA_FILE)  # refuses a crafted file with one clear message, before DCP reads it
         if optimizer is None:
             state = {"model": get_model_state_dict(model)}
             with _one_process_is_fine():
-                dcp.load(state, checkpoint_id=path)
+                dcp.load(state, storage_reader=SafeFileSystemReader(path))
             set_model_state_dict(model, state["model"])
         else:
             model_state, optimizer_state = get_state_dict(model, optimizer)
             state = {"model": model_state, "optimizer": optimizer_state}
             with _one_process_is_fine():
-                dcp.load(state, checkpoint_id=path)
+                dcp.load(state, storage_reader=SafeFileSystemReader(path))
             set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
         rng_per_rank = train_state.pop("rng_per_rank", None) or [train_state["rng"]]
@@ -178,8 +180,9 @@ def consolidate(checkpoint: str | Path, out: str | Path) -> Path:
         model = Llama(config)
     model.to_empty(device="cpu")
     state = {"model": model.state_dict()}
+    read_metadata(checkpoint / METADATA_FILE)
     with _one_process_is_fine():
-        dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
+        dcp.load(state, storage_reader=SafeFileSystemReader(checkpoint), no_dist=True)
     model.load_state_dict(state["model"])
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = checkpoint / "tokenizer.model"

@@ -40,6 +40,7 @@ __all__ = [
     "hf_merges",
     "hf_tokenizer_config",
     "hf_tokenizer_json",
+    "tokenizer_from_hf_json",
     "load_tokenizer",
     "save_hf_tokenizer",
 ]
@@ -184,3 +185,26 @@ def save_hf_tokenizer(tokenizer: BPETokenizer | Llama3Tokenizer | str | os.PathL
     for name, data in files.items():
         atomic_write_bytes(folder / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return folder
+
+
+def tokenizer_from_hf_json(path: str | os.PathLike) -> BPETokenizer:
+    """Read back a ``tokenizer.json`` in the form :func:`hf_tokenizer_json` writes (a ``Split`` pattern, byte-level
+    BPE): the inverse of the alphabet gives each token's bytes, its id is its rank.
+
+    Other ``tokenizer.json`` files (SentencePiece, WordPiece, ...) are refused with a ``ValueError``.
+    """
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
+    splits = [p for p in pre.get("pretokenizers", []) if p.get("type") == "Split"]
+    if model.get("type") != "BPE" or len(splits) != 1 or "Regex" not in splits[0].get("pattern", {}):
+        raise ValueError(f"{path} is not a byte-level BPE tokenizer with a split pattern (the form minillama "
+                         f"writes); pass --tokenizer PATH to a tokenizer.model")
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    try:
+        ranks = {bytes(to_byte[char] for char in text): rank for text, rank in model["vocab"].items()}
+    except KeyError as error:
+        raise ValueError(f"{path}: token characters outside the byte-level alphabet ({error})") from None
+    special = {token["content"]: token["id"] for token in data.get("added_tokens", [])}
+    return BPETokenizer.from_ranks(ranks, pattern=splits[0]["pattern"]["Regex"], special_tokens=special,
+                                   name=path.parent.name or "tokenizer.json")

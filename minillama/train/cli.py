@@ -6,17 +6,21 @@
     minillama train --resume runs/tiny-...            # continue a run where its last checkpoint left it
 
 Precedence: ``TrainConfig`` defaults < the ``--config`` file < flags. ``--resume`` without ``--config`` starts from
-the run's own ``config.toml``, so ``--resume RUN --max-steps 2000`` extends a run with nothing else changed.
+the run's own ``config.toml``, so ``--resume RUN --max-steps 2000`` extends a run with nothing else changed. An
+existing run folder is continued only with ``--resume`` (or started over with ``--overwrite``); Ctrl-C, SIGTERM and
+SIGHUP save the current step and stop (exit status 128 + the signal's number), and ``--resume`` continues exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from minillama.errors import UserError, as_user_error
 from minillama.train.config import add_config_arguments, config_from_args
 
 
@@ -34,46 +38,40 @@ def run(args: argparse.Namespace, make_trainer: Callable | None = None) -> int:
     from minillama.train.training_checkpoint import resolve_checkpoint
 
     started = time.perf_counter()
-    try:
+    with as_user_error(ValueError, OSError):
         config_file = args.config
         if not config_file and getattr(args, "resume", ""):
             run_config = resolve_checkpoint(args.resume).parent.parent / "config.toml"
             config_file = run_config if run_config.is_file() else None
         config = config_from_args(args, config_file)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"minillama train: {error}", file=sys.stderr)
-        return 2
+        if config.resume and "run_dir" not in vars(args):  # the run continues in the folder it is in now
+            config = config.replace(run_dir="")
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
 
     if config.parallel != "none" and make_trainer is None:
-        print(f"minillama train: --parallel {config.parallel} runs one process per device under torchrun: "
-              f"torchrun --nproc_per_node N -m minillama.parallel train --parallel {config.parallel} ...",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"--parallel {config.parallel} runs one process per device under torchrun: "
+                        f"torchrun --nproc_per_node N -m minillama.parallel train --parallel {config.parallel} ...")
     if make_trainer is None:
         from minillama.train.trainer import Trainer as make_trainer
 
-    try:
+    with as_user_error(ValueError, OSError):
         trainer = make_trainer(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"minillama train: {error}", file=sys.stderr)
-        return 2
     try:
         summary = trainer.fit()
-    except KeyboardInterrupt:
-        if trainer.world_size > 1:  # the other ranks stop at other points: a collective save would wait forever
-            print(f"\ninterrupted at step {trainer.step}; continue from the last checkpoint with: "
-                  f"--resume {trainer.run_dir}", file=sys.stderr)
-            return 130
-        path = trainer.save_checkpoint()
-        print(f"\ninterrupted at step {trainer.step}; saved {path}. Continue with: "
-              f"minillama train --resume {trainer.run_dir}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, mid-step; the last checkpoint is the place to go back to
+        print(f"\ninterrupted at once at step {trainer.step}, without saving; continue from the last checkpoint "
+              f"with: minillama train --resume {trainer.run_dir}", file=sys.stderr)
+        return 128 + signal.SIGINT
     except TrainingDiverged as error:
         print(f"minillama train: {error}", file=sys.stderr)
         return 1
+    if trainer.stopped_by:
+        if trainer.is_main:
+            print(f"\n{trainer.stopped_by} at step {trainer.step}: saved the checkpoint of this step. Continue with: "
+                  f"minillama train --resume {trainer.run_dir}", file=sys.stderr)
+        return 128 + signal.Signals[trainer.stopped_by]
     if trainer.is_main:  # under torchrun every rank gets here; one reports
         _plot(trainer.run_dir)
         _report(trainer, summary, time.perf_counter() - started)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ else:  # Python 3.10: the same parser, as a package
 SCHEDULES = ("cosine", "wsd", "constant")
 PARALLEL = ("none", "ddp", "fsdp")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MAX_THREADS_PER_CORE = 4  # beyond, set_num_threads only slows down; at 100,000 PyTorch crashes (a segfault)
 
 
 def _field(group: str):
@@ -78,7 +82,11 @@ class TrainConfig:
     beta2: float = _optim(0.95, "AdamW beta2 (Llama 3 uses 0.95)")
     eps: float = _optim(1e-8, "AdamW epsilon")
     grad_clip: float = _optim(1.0, "clip the global gradient norm to this (0 disables clipping)")
-    max_bad_steps: int = _optim(5, "abort after this many consecutive steps with a non-finite loss or gradient")
+    max_bad_steps: int = _optim(5, "abort after this many consecutive bad steps (a non-finite loss or gradient, "
+                                "or a loss spike)")
+    spike_factor: float = _optim(2.0, "a loss above this many times the median of the last 50 good steps (or "
+                                 "ln(vocab_size) before 10 of them) is a spike, skipped like a non-finite step; 0 = "
+                                 "no spike detection")
 
     # --- hardware
     device: str = _hardware("auto", "cpu, cuda, cuda:N, mps, or auto (CUDA > MPS > CPU)")
@@ -111,6 +119,8 @@ class TrainConfig:
     keep_last: int = _eval(2, "checkpoints kept, newest first (plus the best one by val loss)")
     run_dir: str = _eval("", "run folder; empty = runs/<model>-<corpus>-<date>-<time>")
     resume: str = _eval("", "continue from a run folder (its latest checkpoint) or a checkpoint folder")
+    overwrite: bool = _eval(False, "start over in a run folder that already holds a run (deleting its checkpoints "
+                            "and metrics); without it such a folder is refused")
     progress: bool = _eval(True, "show a tqdm progress bar")
 
     def __post_init__(self) -> None:
@@ -140,8 +150,20 @@ class TrainConfig:
                      "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in (f.name for f in dataclasses.fields(self) if hints[f.name] is float):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if self.threads > MAX_THREADS_PER_CORE * (os.cpu_count() or 1):
+            raise ValueError(f"threads ({self.threads}) is far more than the {os.cpu_count()} CPU cores here: use "
+                             f"at most the number of cores, or 0 for PyTorch's default")
+        if self.spike_factor and self.spike_factor <= 1:
+            raise ValueError(f"spike_factor must be 0 (off) or above 1, got {self.spike_factor}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N, mps or auto, got {self.device!r}")
         for name in ("min_lr_ratio", "decay_fraction", "beta1", "beta2"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
@@ -185,7 +207,11 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a TOML file (flat keys, or keys grouped in tables: tables are only for the reader's eye)."""
-        return cls.from_toml_text(Path(path).read_text(), source=str(path), **overrides)
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"--config {path}: " + ("a folder, not a TOML file" if path.is_dir() else
+                                                      "no such file"))
+        return cls.from_toml_text(path.read_text(), source=str(path), **overrides)
 
     @classmethod
     def from_toml_text(cls, text: str, source: str = "TOML text", **overrides: Any) -> TrainConfig:

@@ -34,12 +34,15 @@ import torch.nn.functional as F
 from minillama.config import ModelConfig, get_preset
 from minillama.data.loader import TrainLoader, eval_batches, eval_windows
 from minillama.data.tokenized import EOT, TokenizedCorpus, prepare_corpus
+from minillama.errors import UserError
 from minillama.model import Llama
 from minillama.train.config import TrainConfig
 from minillama.train.guard import NonFiniteGuard
 from minillama.train.metrics import MetricsLogger, Throughput, mfu, peak_flops
+from minillama.train.run_folder import claim_run_folder, write_run_config
 from minillama.train.schedule import lr_at
 from minillama.train.step import StepResult, train_step
+from minillama.train.stop_signals import stop_at_step_boundary
 from minillama.train.training_checkpoint import Checkpointer, resolve_checkpoint, rng_state, set_rng_state
 from minillama.train.wrapping import wrap_single_device
 
@@ -54,11 +57,16 @@ def resolve_device(name: str = "auto") -> torch.device:
         if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device {name!r} is not supported: use cpu, cuda, cuda:N, mps or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+        raise UserError(f"device {name!r} was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {name!r} was asked for, but MPS is not available here; use --device cpu")
+        raise UserError(f"device {name!r} was asked for, but MPS is not available here; use --device cpu")
     return device
 
 
@@ -157,6 +165,9 @@ class Trainer:
                              f"({self.model_config.max_seq_len})")
         self.loader = TrainLoader(self.data.train, config.batch_size, config.seq_len, seed=config.seed,
                                   rank=self.data_rank, world_size=self.data_world_size, device=self.device)
+        if not len(eval_windows(len(self.data.val), config.seq_len)):  # say so now, not at the first evaluation
+            raise UserError(f"the validation split of {config.corpus} has {len(self.data.val):,} tokens, too few for "
+                            f"one window of {config.seq_len + 1}: use a larger corpus or a smaller seq_len")
         self.token_bytes = torch.from_numpy(self.data.token_bytes()).to(self.device)
 
         # 3. model (seeded init), wrapped from outside, and its optimizer. With ``meta_init`` the model is built
@@ -177,23 +188,32 @@ class Trainer:
 
         # 4. bookkeeping
         self.checkpointer = checkpointer or Checkpointer(self.run_dir / "checkpoints", keep_last=config.keep_last)
-        self.guard = NonFiniteGuard(config.max_bad_steps)
+        self.guard = NonFiniteGuard(config.max_bad_steps, spike_factor=config.spike_factor,
+                                    uniform_loss=math.log(self.model_config.vocab_size))
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written by this process
         self.tokens_seen = 0
         self.elapsed = 0.0  # training wall time over all sessions of this run (s)
         self.best_val_loss = math.inf
         self.last_eval: dict[str, float] = {}
+        self.last_eval_step: int | None = None
+        self.stopped_by = ""  # the stop signal that ended fit early (SIGINT, SIGTERM, SIGHUP), if any
         self.last_samples: list[str] = []
         self.tokens_per_step = config.batch_size * config.seq_len * config.grad_accum_steps * self.data_world_size
         self.flops_per_token = self.model_config.flops_per_token(config.seq_len)
         self.peak_flops = peak_flops(self.device)
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.toml").write_text(config.replace(resume="").to_toml())
+        # the run folder: refused if it holds another run, locked against a second live one (run_folder.py)
+        self.run_lock = (claim_run_folder(self.run_dir, resume_from=resume_from, overwrite=config.overwrite)
+                         if self.is_main else None)
         self.metrics = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         if resume_from is not None:
-            self.resume(resume_from)
+            try:
+                self.resume(resume_from)
+            except BaseException:
+                self.close()
+                raise
+        if self.is_main:  # only now: a resume that failed leaves the run's own config.toml as it was
+            write_run_config(self.run_dir, config)
 
     # --- helpers ----------------------------------------------------------------------------------------------------
 
@@ -205,6 +225,11 @@ class Trainer:
     def log(self, text: str) -> None:
         if self.is_main:
             self._print(text)
+
+    def close(self) -> None:
+        """Release the run folder (``fit`` does at its end) so that another run may continue it."""
+        if self.run_lock is not None:
+            self.run_lock.release()
 
     def describe(self) -> str:
         """A one-paragraph summary of the run for the start of the log."""
@@ -299,6 +324,7 @@ class Trainer:
     def _evaluate_and_sample(self) -> None:
         final = self.step == self.config.max_steps  # the headline number always sweeps all of validation
         self.last_eval = self.evaluate(max_batches=0 if final else None)
+        self.last_eval_step = self.step
         self.best_val_loss = min(self.best_val_loss, self.last_eval["val_loss"])
         self.metrics.log("eval", self.step, **self.last_eval, elapsed_s=self.elapsed)
         if self.config.num_samples:
@@ -335,10 +361,12 @@ class Trainer:
         """Save a checkpoint of the current step (rank 0 only, or every rank for a sharded checkpointer)."""
         if not (self.is_main or self.sharded):
             return None
+        evaluated = self.last_eval_step == self.step  # "best" is chosen among checkpoints evaluated at their step
+        self.checkpointer.protected = self.guard.last_good_checkpoint  # retention never deletes it
         path = self.checkpointer.save(self.step, self.model, self.optimizer, self.train_state(),
                                       tokenizer_file=self.data.tokenizer_path,
-                                      val_loss=self.last_eval.get("val_loss"))
-        self.guard.last_good_checkpoint = str(path)
+                                      val_loss=self.last_eval.get("val_loss") if evaluated else None)
+        self.guard.saved(str(path))
         self.saved_step = self.step
         return path
 
@@ -350,8 +378,10 @@ class Trainer:
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
         self.loader.load_state_dict(state["loader"])
-        self.guard.load_state_dict(state["guard"])
-        self.guard.last_good_checkpoint = str(path)
+        self.guard.load_state_dict(state["guard"], checkpoints=Path(path).parent)
+        self.guard.saved(str(path))
+        if self.is_main or self.sharded:
+            self.checkpointer.remove_leftovers()  # of a run killed during a save, or of a full disk
         self.saved_step = self.step
         if self.grad_scaler is not None and state["grad_scaler"] is not None:
             self.grad_scaler.load_state_dict(state["grad_scaler"])
@@ -396,38 +426,55 @@ class Trainer:
                    disable=not (config.progress and self.is_main))
         session_start = time.perf_counter() - self.elapsed
         try:
-            while self.step < min(config.max_steps, stop_at or config.max_steps):
-                throughput.start()
-                lr = lr_at(self.step, config)
-                micro_batches = [next(self.loader) for _ in range(config.grad_accum_steps)]
-                result = train_step(self.train_model, self.optimizer, micro_batches, lr=lr,
-                                    grad_clip=config.grad_clip, accept=self._accept, autocast=self.autocast,
-                                    grad_scaler=self.grad_scaler)
-                self.step += 1
-                self.tokens_seen += self.tokens_per_step
-                throughput.stop(self.tokens_per_step)
-                self.elapsed = time.perf_counter() - session_start
-                self._record(result, lr, throughput, bar)
-                if self.step % config.eval_interval == 0 or self.step == config.max_steps:
-                    self._evaluate_and_sample()
-                if self.step % config.checkpoint_interval == 0 or self.step == config.max_steps:
-                    self.save_checkpoint()
+            with stop_at_step_boundary() as stop:  # Ctrl-C, SIGTERM, SIGHUP: finish the step, save, return
+                while self.step < min(config.max_steps, stop_at or config.max_steps):
+                    throughput.start()
+                    lr = lr_at(self.step, config)
+                    micro_batches = [next(self.loader) for _ in range(config.grad_accum_steps)]
+                    result = train_step(self.train_model, self.optimizer, micro_batches, lr=lr,
+                                        grad_clip=config.grad_clip, accept=self._accept, autocast=self.autocast,
+                                        grad_scaler=self.grad_scaler)
+                    self.step += 1
+                    self.tokens_seen += self.tokens_per_step
+                    throughput.stop(self.tokens_per_step)
+                    self.elapsed = time.perf_counter() - session_start
+                    self._record(result, lr, throughput, bar)
+                    if self.step % config.eval_interval == 0 or self.step == config.max_steps:
+                        self._evaluate_and_sample()
+                    if self.step % config.checkpoint_interval == 0 or self.step == config.max_steps:
+                        self.save_checkpoint()
+                    if self._stop_requested(stop):
+                        self.stopped_by = stop.name
+                        break
+            if self.step < config.max_steps and self.saved_step != self.step:  # stopped early: keep the place
+                self.save_checkpoint()
         finally:
             bar.close()
-        if self.step < config.max_steps and self.saved_step != self.step:  # stopped early: keep the place
-            self.save_checkpoint()
+            self.close()
         summary = {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed, **self.last_eval,
                    "best_val_loss": self.best_val_loss, "skipped_steps": self.guard.total_skipped}
         self.metrics.log("summary", **summary)
         return summary
 
+    def _stop_requested(self, stop) -> bool:
+        """Whether a stop signal came; every rank must stop at the same step, so under torchrun they vote."""
+        flag = stop.signal_number is not None
+        if self.world_size > 1:
+            votes = self.all_reduce(torch.tensor([float(flag)], dtype=torch.float64, device=self.device))
+            flag = bool(votes[0] > 0)
+        return flag
+
     def _accept(self, loss: float, grad_norm: float) -> bool:
         """The guard's verdict on the step being taken (number ``self.step + 1``); a bad one is logged first, since
         the guard raises when it is one too many."""
         step = self.step + 1
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        if self.world_size > 1:  # a spike is judged on the mean loss, the same on every rank (NaN stays NaN)
+            total = self.all_reduce(torch.tensor([loss], dtype=torch.float64, device=self.device))
+            loss = float(total[0]) / self.world_size
+        reason = self.guard.why_bad(loss, grad_norm)
+        if reason is not None:
             self.metrics.log("skip", step, loss=loss, grad_norm=grad_norm)
-            self.log(f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); step skipped "
+            self.log(f"step {step}: {reason}; step skipped "
                      f"({self.guard.consecutive + 1} in a row, at most {self.guard.max_bad_steps})")
         return self.guard.check(step, loss, grad_norm)
 

@@ -23,8 +23,12 @@ A sharded variant for FSDP (``torch.distributed.checkpoint``) only has to provid
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -34,11 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillama.errors import as_user_error, is_disk_full
 from minillama.weights import save_checkpoint
 
 # Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
 PAUSE_BEFORE_RENAME_ENV = "MINILLAMA_CHECKPOINT_PAUSE_BEFORE_RENAME"
 STEP_PREFIX = "step_"
+DISK_NEARLY_FULL = 1 << 20  # bytes free under which a failed write is taken for a full disk
 
 
 def fsync_dir(path: Path) -> None:
@@ -65,6 +71,24 @@ def publish(tmp: Path, final: Path) -> None:
     else:
         os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder: Path):
+    """Delete ``folder`` if the block fails (a full disk, an exception), then let the error through.
+
+    ``torch.save`` reports a full disk as ``RuntimeError: ... unexpected pos``: when the disk is (nearly) full at
+    that moment, the error is re-raised as the ``OSError(ENOSPC)`` it is, which the CLI explains in one line.
+    """
+    try:
+        yield
+    except BaseException as error:
+        full = isinstance(error, Exception) and (is_disk_full(error)
+                                                 or shutil.disk_usage(folder).free < DISK_NEARLY_FULL)
+        shutil.rmtree(folder, ignore_errors=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder.parent)) from error
+        raise
 
 
 def _torch_save_synced(obj: Any, path: Path) -> None:
@@ -126,6 +150,7 @@ class Checkpointer:
             raise ValueError(f"keep_last must be at least 1, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last, self.keep_best = keep_last, keep_best
+        self.protected: str | None = None  # a checkpoint retention keeps too (the guard's last good one)
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first (temporary folders are never listed)."""
@@ -152,17 +177,18 @@ class Checkpointer:
         final = self.directory / f"{STEP_PREFIX}{step}"
         tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
         tmp.mkdir()
-        save_checkpoint(model, tmp, tokenizer_file=tokenizer_file)
-        if tokenizer_file is not None and Path(f"{tokenizer_file}.json").exists():  # pattern + special tokens
-            shutil.copyfile(f"{tokenizer_file}.json", tmp / "tokenizer.model.json")
-        _torch_save_synced(optimizer.state_dict(), tmp / "optimizer.pt")
-        _torch_save_synced(train_state, tmp / "train_state.pt")
-        meta = {"step": step, "val_loss": val_loss, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        with open(tmp / "meta.json", "w") as f:
-            f.write(json.dumps(meta, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp)
+        with removed_on_failure(tmp):  # a full disk leaves no half-written folder behind
+            save_checkpoint(model, tmp, tokenizer_file=tokenizer_file)
+            if tokenizer_file is not None and Path(f"{tokenizer_file}.json").exists():  # pattern + special tokens
+                shutil.copyfile(f"{tokenizer_file}.json", tmp / "tokenizer.model.json")
+            _torch_save_synced(optimizer.state_dict(), tmp / "optimizer.pt")
+            _torch_save_synced(train_state, tmp / "train_state.pt")
+            meta = {"step": step, "val_loss": val_loss, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+            with open(tmp / "meta.json", "w") as f:
+                f.write(json.dumps(meta, indent=2) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            fsync_dir(tmp)
         pause = float(os.environ.get(PAUSE_BEFORE_RENAME_ENV, "0") or 0)
         if pause > 0:
             time.sleep(pause)
@@ -173,28 +199,45 @@ class Checkpointer:
     def load(self, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
              ) -> dict[str, Any]:
         """Load weights into ``model`` and state into ``optimizer``; return the saved ``train_state``."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
         device = next(model.parameters()).device
-        state_dict = load_file(str(path / "model.safetensors"), device=str(device))
-        model.load_state_dict(state_dict)
-        if optimizer is not None:
-            optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-        return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+        # a truncated, damaged or foreign file is the user's to fix: one line that names it, not a traceback
+        with as_user_error(ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError,
+                           prefix=f"cannot resume from {path} (truncated, damaged or another model's?): "):
+            state_dict = load_file(str(path / "model.safetensors"), device=str(device))
+            model.load_state_dict(state_dict)
+            if optimizer is not None:
+                optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+            return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
 
     def _remove_temporaries(self) -> None:
-        for stale in self.directory.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> None:
+        """Delete the temporary folders of an interrupted save; a checkpoint caught moved aside by
+        :func:`publish` (``.old-step_N-PID`` with no ``step_N``) is put back instead."""
+        if not self.directory.is_dir():
+            return
         for stale in self.directory.glob(".old-*"):
+            final = self.directory / stale.name[len(".old-"):].rsplit("-", 1)[0]
+            if final.exists():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                os.replace(stale, final)
+        for stale in self.directory.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
     def _prune(self) -> None:
         found = self.checkpoints()
-        keep = set(found[-self.keep_last:])
-        if self.keep_best:
+        protected = Path(self.protected).name if self.protected else None
+        keep = set(found[-self.keep_last:]) | {p for p in found if p.name == protected}
+        if self.keep_best:  # among checkpoints evaluated at their own step, with a finite loss
             scored = [(meta["val_loss"], p) for p in found
-                      if (meta := _read_meta(p)).get("val_loss") is not None]
+                      if isinstance((meta := _read_meta(p)).get("val_loss"), (int, float))
+                      and math.isfinite(meta["val_loss"])]
             if scored:
                 keep.add(min(scored, key=lambda item: (item[0], -step_of(item[1])))[1])
         for path in found:
