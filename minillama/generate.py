@@ -130,6 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", default="auto",
                         help="'llama3' (Meta's tokenizer), a tokenizer.model path, or auto: the checkpoint's "
                              "tokenizer.model, or Meta's for a 128,256-token vocabulary")
+    parser.add_argument("--quantize", default=None, metavar="SCHEME",
+                        help="int8, int4 (int4-g32/-g64/-g128, -asym for a zero point) or fp8 (chapter 13)")
 
 
 def _pick_device(name: str) -> torch.device:
@@ -186,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
 
     device = _pick_device(args.device)
     model = load_checkpoint(args.checkpoint, device=device, dtype=_pick_dtype(args.dtype, device))
+    if args.quantize:  # chapter 13's stage, imported only when asked for
+        from minillama.quantize import quantize_model
+
+        model = quantize_model(model, args.quantize)
     tokenizer = load_tokenizer(args.tokenizer, Path(args.checkpoint), model.config.vocab_size)
     prompt_ids, stop_tokens = _prompt_and_stops(tokenizer, args.prompt)
     if len(prompt_ids) >= model.config.max_seq_len:
