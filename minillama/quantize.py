@@ -16,8 +16,9 @@ quantize/dequantize pair plus a module that replaces ``nn.Linear``:
 
 In every scheme the rounding error of a weight is at most half a quantization step (``s / 2``; for e4m3, half a
 unit in the last place), the bound the tests check. int8 and int4 quantize the seven linears of every block; the
-embedding, the norms and the output head stay in high precision. Weight-only: activations stay in float, and the
-weights are dequantized inside ``forward`` (a fused kernel does this in registers; here it is written out).
+embedding, the norms and the output head stay in high precision. Weight-only: activations stay in float. int8
+on a CPU runs PyTorch's ``torch._weight_int8pack_mm`` kernel; otherwise the weights are dequantized inside
+``forward`` (a fused GPU kernel does this in registers; written out here, int4 and FP8 save memory, not time).
 """
 
 from __future__ import annotations
@@ -197,6 +198,11 @@ class QuantizedLinear(nn.Module):
         return dequantize_int4(self.qweight, scale, self.zero).to(self.scale.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.scheme == "int8" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
+            # PyTorch's CPU kernel multiplies by the int8 weight directly, never materializing it in float
+            rows = x.reshape(-1, self.in_features)  # (..., in) -> (N, in)
+            y = torch._weight_int8pack_mm(rows, self.qweight, self.scale.to(x.dtype))  # (N, out)
+            return y.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.dequantized_weight().to(x.dtype))  # (..., in) -> (..., out)
 
     def extra_repr(self) -> str:

@@ -149,6 +149,14 @@ def test_quantized_logits_close_to_float_and_equal_to_the_dequantized_model(sche
             torch.testing.assert_close(float_again(tokens), logits, rtol=1e-5, atol=1e-6)
 
 
+def test_int8_cpu_kernel_equals_the_dequantized_matmul():
+    linear = torch.nn.Linear(64, 96, bias=False)
+    layer = QuantizedLinear(linear, QuantConfig("int8"))
+    x = torch.randn(2, 5, 64)
+    torch.testing.assert_close(layer(x), x @ layer.dequantized_weight().T, rtol=1e-5, atol=1e-5)
+    assert (layer(x) - linear(x)).abs().max() > 0  # quantized: close, not equal
+
+
 def test_footprint_by_hand():
     # nano with 3 layers: dim 64, 4 heads of 16, 2 kv heads, ffn 192, vocab 256, untied output.
     # (out, in) of wq wk wv wo w1 w2 w3
