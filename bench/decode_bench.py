@@ -2,7 +2,8 @@
 
 The same random-weight model is copied and quantized with each scheme (``minillama.quantize``); each round times a
 greedy decode of every copy in turn (float first), so load from other processes hits them alike, and the report
-gives the best round of each and its ratio to the float model's best round (> 1: faster than float). Memory is
+gives the best round of each and its ratio to the float model's best round (> 1: faster than float), in wall-clock
+time and in this process's CPU time (steadier on a loaded machine; with ``--threads 1`` it is the work done). Memory is
 what the weights' tensors occupy (``footprint_bytes``) plus the KV cache; logit error is ``|l_q - l| / |l|`` over a
 random sequence. The machine's memory bandwidth is measured here too (the best of summing a 512 MiB tensor), and
 the roofline, ``bandwidth / bytes read per step``, says how far each decode is from the memory bound.
@@ -64,24 +65,30 @@ def main() -> None:
         with torch.no_grad():
             reference = base(sample)
             errors = {s: float((m(sample) - reference).norm() / reference.norm()) for s, m in models.items()}
+        for model in models.values():  # warm-up: first-call costs (allocations, kernel selection)
+            generate(model, prompt, 2, temperature=0)
         best = {s: float("inf") for s in models}
+        best_cpu = {s: float("inf") for s in models}
         for _ in range(args.rounds):
             for scheme, model in models.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 generate(model, prompt, args.new_tokens, temperature=0)
                 best[scheme] = min(best[scheme], time.perf_counter() - start)
+                best_cpu[scheme] = min(best_cpu[scheme], time.process_time() - start_cpu)
         context = args.prompt_tokens + args.new_tokens
         cache_bytes = context * 2 * config.n_layers * config.n_kv_heads * config.head_dim * 4  # fp32 cache
         print(f"\n{preset}: batch 1, {args.prompt_tokens}-token prompt + {args.new_tokens} greedy tokens, "
               f"best of {args.rounds} rounds; KV cache {cache_bytes / 2**20:.2f} MiB (fp32)")
-        print(f"{'scheme':<15}{'tokens/s':>10}{'vs float':>10}{'weights MiB':>13}{'vs float':>10}"
-              f"{'logit err':>11}{'% roofline':>12}")
+        print(f"{'scheme':<15}{'tokens/s':>10}{'vs float':>10}{'CPU ms/tok':>12}{'vs float':>10}"
+              f"{'weights MiB':>13}{'vs float':>10}{'logit err':>11}{'% roofline':>12}")
         for scheme, model in models.items():
             weights = footprint_bytes(model)
             tokens_per_s = args.new_tokens / best[scheme]
             roofline = bandwidth / decode_bytes_per_step(weights, config, context // 2, kv_bytes_per_value=4)
+            cpu_ms = 1e3 * best_cpu[scheme] / args.new_tokens
             print(f"{scheme:<15}{tokens_per_s:>10.1f}{best['float'] / best[scheme]:>10.2f}"
-                  f"{weights / 2**20:>13.2f}{weights / footprint_bytes(base):>10.2f}{errors[scheme]:>11.4f}"
+                  f"{cpu_ms:>12.2f}{best_cpu['float'] / best_cpu[scheme]:>10.2f}{weights / 2**20:>13.2f}"
+                  f"{weights / footprint_bytes(base):>10.2f}{errors[scheme]:>11.4f}"
                   f"{100 * tokens_per_s / roofline:>11.1f}%")
 
 
