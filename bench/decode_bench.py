@@ -5,8 +5,8 @@ greedy decode of every copy in turn (float first), so load from other processes 
 gives the best round of each and its ratio to the float model's best round (> 1: faster than float), in wall-clock
 time and in this process's CPU time (steadier on a loaded machine; with ``--threads 1`` it is the work done). Memory is
 what the weights' tensors occupy (``footprint_bytes``) plus the KV cache; logit error is ``|l_q - l| / |l|`` over a
-random sequence. The machine's memory bandwidth is measured here too (the best of summing a 512 MiB tensor), and
-the roofline, ``bandwidth / bytes read per step``, says how far each decode is from the memory bound.
+random sequence. The machine's memory bandwidth is measured here too (the best matrix-vector product over a 512 MiB
+matrix), and the roofline, ``bandwidth / bytes read per step``, says how far each decode is from the memory bound.
 
     python bench/decode_bench.py                          # tiny and small-100m, 64 new tokens, 3 rounds
     python bench/decode_bench.py --presets tiny --rounds 5 --threads 1
@@ -30,14 +30,16 @@ SCHEMES = ("float", "int8", "int4-g64", "int4-g64-asym", "fp8")
 
 
 def memory_bandwidth(mebibytes: int = 512, repeats: int = 5) -> float:
-    """Bytes per second this process reads from memory: the best of ``repeats`` sums over a large tensor."""
-    x = torch.ones(mebibytes * 2**20 // 4)
+    """Bytes per second a matrix-vector product reads, the best of ``repeats`` over a matrix far larger than the
+    caches: the operation a batch-1 decode step is made of, so the bound it can reach on this machine."""
+    matrix = torch.ones(mebibytes * 2**20 // (4 * 4096), 4096)  # (N, 4096) float32
+    vector = torch.ones(4096)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        x.sum()
+        matrix @ vector
         best = min(best, time.perf_counter() - start)
-    return x.numel() * 4 / best
+    return matrix.numel() * 4 / best
 
 
 def main() -> None:
