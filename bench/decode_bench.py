@@ -6,7 +6,7 @@ gives the best round of each and its ratio to the float model's best round (> 1:
 time and in this process's CPU time (steadier on a loaded machine; with ``--threads 1`` it is the work done). Memory is
 what the weights' tensors occupy (``footprint_bytes``) plus the KV cache; logit error is ``|l_q - l| / |l|`` over a
 random sequence. The machine's memory bandwidth is measured here too (the best matrix-vector product over a 512 MiB
-matrix), and the roofline, ``bandwidth / bytes read per step``, says how far each decode is from the memory bound.
+matrix, once per round beside the decodes), and the roofline, ``bandwidth / bytes read per step``, says how far each decode is from the memory bound.
 
     python bench/decode_bench.py                          # tiny and small-100m, 64 new tokens, 3 rounds
     python bench/decode_bench.py --presets tiny --rounds 5 --threads 1
@@ -72,6 +72,7 @@ def main() -> None:
         best = {s: float("inf") for s in models}
         best_cpu = {s: float("inf") for s in models}
         for _ in range(args.rounds):
+            bandwidth = max(bandwidth, memory_bandwidth(repeats=1))  # measured with the decodes, under the same load
             for scheme, model in models.items():
                 start, start_cpu = time.perf_counter(), time.process_time()
                 generate(model, prompt, args.new_tokens, temperature=0)
@@ -80,7 +81,8 @@ def main() -> None:
         context = args.prompt_tokens + args.new_tokens
         cache_bytes = context * 2 * config.n_layers * config.n_kv_heads * config.head_dim * 4  # fp32 cache
         print(f"\n{preset}: batch 1, {args.prompt_tokens}-token prompt + {args.new_tokens} greedy tokens, "
-              f"best of {args.rounds} rounds; KV cache {cache_bytes / 2**20:.2f} MiB (fp32)")
+              f"best of {args.rounds} rounds; KV cache {cache_bytes / 2**20:.2f} MiB (fp32); "
+              f"best bandwidth so far {bandwidth / 1e9:.1f} GB/s")
         print(f"{'scheme':<15}{'tokens/s':>10}{'vs float':>10}{'CPU ms/tok':>12}{'vs float':>10}"
               f"{'weights MiB':>13}{'vs float':>10}{'logit err':>11}{'% roofline':>12}")
         for scheme, model in models.items():
