@@ -3,10 +3,11 @@
 The same random-weight model is copied and quantized with each scheme (``minillama.quantize``); each round times a
 greedy decode of every copy in turn (float first), so load from other processes hits them alike, and the report
 gives the best round of each and its ratio to the float model's best round (> 1: faster than float), in wall-clock
-time and in this process's CPU time (steadier on a loaded machine; with ``--threads 1`` it is the work done). Memory is
-what the weights' tensors occupy (``footprint_bytes``) plus the KV cache; logit error is ``|l_q - l| / |l|`` over a
-random sequence. The machine's memory bandwidth is measured here too (the best matrix-vector product over a 512 MiB
-matrix, once per round beside the decodes), and the roofline, ``bandwidth / bytes read per step``, says how far each decode is from the memory bound.
+time and in this process's CPU time (steadier on a loaded machine; with ``--threads 1`` it is the work done).
+Memory is what the weights' tensors occupy (``footprint_bytes``) plus the KV cache; logit error is
+``|l_q - l| / |l|`` over a random sequence. The machine's memory bandwidth is measured too (the best
+matrix-vector product over a 512 MiB matrix, once per round beside the decodes), and the roofline,
+``bandwidth / bytes read per step``, says how far each decode is from the memory bound.
 
     python bench/decode_bench.py                          # tiny and small-100m, 64 new tokens, 3 rounds
     python bench/decode_bench.py --presets tiny --rounds 5 --threads 1
