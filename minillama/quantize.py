@@ -18,7 +18,8 @@ In every scheme the rounding error of a weight is at most half a quantization st
 unit in the last place), the bound the tests check. int8 and int4 quantize the seven linears of every block; the
 embedding, the norms and the output head stay in high precision. Weight-only: activations stay in float. int8
 on a CPU runs PyTorch's ``torch._weight_int8pack_mm`` kernel; otherwise the weights are dequantized inside
-``forward`` (a fused GPU kernel does this in registers; written out here, int4 and FP8 save memory, not time).
+``forward`` (a fused GPU kernel does this in registers). So here every scheme saves memory but none saves time: at
+batch 1 on our CPU even the int8 kernel is slower than the float32 matmul (``bench/decode_bench.py``).
 """
 
 from __future__ import annotations
