@@ -138,6 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", default="auto",
                         help="'llama3' (Meta's tokenizer), a tokenizer.model path, or auto: the checkpoint's "
                              "tokenizer.model (or tokenizer.json), or Meta's for a 128,256-token vocabulary")
+    parser.add_argument("--quantize", default=None, metavar="SCHEME",
+                        help="int8, int4 (int4-g32/-g64/-g128, -asym for a zero point) or fp8 (chapter 13)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -258,6 +260,10 @@ def run(args: argparse.Namespace) -> int:
                        prefix=f"cannot load {folder}: "):
         model = load_checkpoint(folder, device=device, dtype=_pick_dtype(args.dtype, device))
         tokenizer = load_tokenizer(args.tokenizer, folder, model.config.vocab_size)
+    if args.quantize:  # chapter 13's stage, imported only when asked for
+        from minillama.quantize import quantize_model
+
+        model = quantize_model(model, args.quantize)
     if tokenizer.n_vocab > model.config.vocab_size:
         raise UserError(f"the tokenizer has {tokenizer.n_vocab:,} ids, more than the model's vocabulary of "
                         f"{model.config.vocab_size:,}: it belongs to another model (pass the right --tokenizer)")
