@@ -2,7 +2,7 @@
 
 Each chapter's first code cell installs the book's package when it is missing (Colab, a fresh kernel):
 
-    %pip install -q "minillama[EXTRAS] @ SOURCE"
+    %pip install "minillama[EXTRAS] @ SOURCE"
 
 The extras are the chapter's own (e.g. `[llama3]` for Meta's tokenizer); the source is one setting, here. Run
 `python scripts/sync_install_cell.py` after changing it (or the version); `tests/test_chapter_install_cell.py`
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALL_LINE = re.compile(r'%pip install -q "minillama(?P<extras>\[[\w,\-]*\])? @ (?P<source>[^"]+)"')
+INSTALL_LINE = re.compile(r'%pip install (?:-q )?"minillama(?P<extras>\[[\w,\-]*\])? @ (?P<source>[^"]+)"')
 
 
 def install_source() -> str:
@@ -45,8 +45,8 @@ def sync(path: Path, source: str) -> bool:
     cell = first_code_cell(notebook)
     old = "".join(cell["source"])
     if not INSTALL_LINE.search(old):
-        raise SystemExit(f"{path}: the first code cell has no `%pip install -q \"minillama... @ ...\"` line")
-    new = INSTALL_LINE.sub(lambda m: f'%pip install -q "minillama{m["extras"] or ""} @ {source}"', old)
+        raise SystemExit(f"{path}: the first code cell has no `%pip install \"minillama... @ ...\"` line")
+    new = INSTALL_LINE.sub(lambda m: f'%pip install "minillama{m["extras"] or ""} @ {source}"', old)
     if new == old:
         return False
     cell["source"] = new.splitlines(keepends=True)
