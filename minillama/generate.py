@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from minillama.device import DTYPES, resolve_device, resolve_dtype
 from minillama.model import Llama
 
 
@@ -125,30 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default: 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (the best available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
                         help="weights and cache dtype (auto: bfloat16 on a GPU, else the checkpoint's own)")
     parser.add_argument("--tokenizer", default="auto",
                         help="'llama3' (Meta's tokenizer), a tokenizer.model path, or auto: the checkpoint's "
                              "tokenizer.model, or Meta's for a 128,256-token vocabulary")
-
-
-def _pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """The dtype to run in; ``None`` keeps the checkpoint's (bfloat16 for Meta's and HF's releases)."""
-    if name != "auto":
-        return getattr(torch, name)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
 
 
 def load_tokenizer(spec: str, checkpoint: Path, vocab_size: int):
@@ -184,8 +166,9 @@ def _prompt_and_stops(tokenizer, prompt: str) -> tuple[list[int], list[int]]:
 def run(args: argparse.Namespace) -> int:
     from minillama.weights import load_checkpoint
 
-    device = _pick_device(args.device)
-    model = load_checkpoint(args.checkpoint, device=device, dtype=_pick_dtype(args.dtype, device))
+    device = resolve_device(args.device)
+    dtype = torch.float32 if args.dtype == "float32" else resolve_dtype(args.dtype, device)  # None: as saved
+    model = load_checkpoint(args.checkpoint, device=device, dtype=dtype)
     tokenizer = load_tokenizer(args.tokenizer, Path(args.checkpoint), model.config.vocab_size)
     prompt_ids, stop_tokens = _prompt_and_stops(tokenizer, args.prompt)
     if len(prompt_ids) >= model.config.max_seq_len:
