@@ -9,6 +9,7 @@ never inside the model, which also trains.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -111,6 +112,35 @@ def generate(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens:
     tokens = tokens[None] if tokens.dim() == 1 else tokens
     new = list(stream(model, tokens, max_new_tokens, **kwargs))
     return torch.cat([tokens, torch.stack(new, dim=1)], dim=1) if new else tokens
+
+
+def sample_texts(model: Llama, tokenizer, prompt: str, num_samples: int, max_new_tokens: int, *, seed: int,
+                 stop_at_end: bool = True, **kwargs) -> list[str]:
+    """``num_samples`` continuations of ``prompt`` as text, cut at the end-of-text token, from a generator seeded
+    with ``seed`` (the caller's random state is untouched); ``kwargs`` as for :func:`stream`.
+
+    ``stop_at_end=False`` always runs ``max_new_tokens`` steps (every rank of a sharded model must run the same
+    number of forwards). Runs eagerly: through compiled blocks every prompt length and decode position would be
+    one more graph to compile, for a few tokens.
+    """
+    end = "<|end_of_text|>"
+    ids = tokenizer.encode(prompt, disallowed_special=()) or [0]
+    stops = [tokenizer.special_tokens[end]] if end in tokenizer.special_tokens else []
+    generator = torch.Generator(model.tok_embeddings.weight.device).manual_seed(seed)
+    max_new_tokens = min(max_new_tokens, model.config.max_seq_len - len(ids))
+    eager = (torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance")
+             else contextlib.nullcontext())
+    was_training = model.training
+    model.eval()
+    texts = []
+    for _ in range(num_samples):
+        with eager:
+            out = generate(model, ids, max_new_tokens, stop_tokens=stops if stop_at_end else [],
+                           generator=generator, **kwargs)[0].tolist()
+        cut = next((k for k, i in enumerate(out) if i in stops), len(out))
+        texts.append(tokenizer.decode(out[:cut]))
+    model.train(was_training)
+    return texts
 
 
 # --- the `minillama generate` command ------------------------------------------------------------------------------

@@ -276,8 +276,7 @@ def _data_parallel_collectives() -> dict:
                 model.register_comm_hook(None, logged_all_reduce)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
             log.clear()
-            train_step(model, optimizer, micro_batches, lr=1e-3, grad_clip=1.0,
-                       autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+            train_step(model, optimizer, micro_batches, lr=1e-3, grad_clip=1.0, amp_dtype=torch.bfloat16)
             results[name] = list(log)
     finally:
         dist.all_gather_single, dist.reduce_scatter_single = all_gather, reduce_scatter

@@ -45,6 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minillama.kernels.float8 import convert_to_float8
 from minillama.parallel.tensor_parallel import apply_tensor_parallel
+from minillama.train.config import check_parallel_options
 from minillama.train.wrapping import apply_activation_checkpointing, compile_blocks
 
 DATA_PARALLEL = ("none", "ddp", "fsdp")
@@ -77,30 +78,14 @@ class ParallelConfig:
     def __post_init__(self) -> None:
         if self.data_parallel not in DATA_PARALLEL:
             raise ValueError(f"data_parallel must be one of {', '.join(DATA_PARALLEL)}, got {self.data_parallel!r}")
-        if self.tensor_parallel < 1:
-            raise ValueError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
-        if self.float8 and self.tensor_parallel > 1:
-            raise ValueError("float8 with tensor parallelism is not supported (it needs torchao's float8 "
-                             "tensor-parallel layouts)")
-        if self.tensor_parallel > 1 and self.compile:
-            raise ValueError("torch.compile of tensor-parallel blocks gives wrong gradients or crashes in the backward "
-                             "with this PyTorch (tests/test_parallel_tensor.py records it): compile=False")
-        if self.tensor_parallel > 1 and self.data_parallel != "fsdp":
-            raise ValueError("tensor parallelism composes with FSDP only (a 2D mesh); DDP would all-reduce the "
-                             "different slices of each weight as if they were copies")
+        check_parallel_options(self.data_parallel, self.tensor_parallel, compile=self.compile, float8=self.float8)
 
     @classmethod
     def from_train_config(cls, config, amp_dtype: torch.dtype | None) -> ParallelConfig:
         """From a ``TrainConfig`` (its ``parallel``, ``compile`` and ``activation_checkpointing`` fields) and the
         trainer's autocast dtype: under FSDP the weights are gathered in that dtype (bf16 on CUDA, float32 on CPU),
         and gradients are always reduced in float32."""
-        if config.float8 and amp_dtype != torch.bfloat16:
-            raise ValueError("float8 computes everything but the block matmuls in bfloat16, which this device's "
-                             f"autocast is not (dtype {config.dtype!r} gives {amp_dtype}): use --dtype bfloat16 on an "
-                             "H100 or Ada GPU")
-        if config.parallel == "fsdp" and amp_dtype == torch.float16:
-            raise ValueError("FSDP with float16 needs a sharded loss scaler that minillama does not have; use "
-                             "--dtype bfloat16 (Ampere GPUs and later) or --parallel ddp")
+        check_parallel_options(config.parallel, config.tensor_parallel, float8=config.float8, amp_dtype=amp_dtype)
         return cls(data_parallel=config.parallel, tensor_parallel=config.tensor_parallel, float8=config.float8,
                    activation_checkpointing=config.activation_checkpointing,
                    compile=config.compile, param_dtype=amp_dtype if config.parallel == "fsdp" else None)
@@ -127,9 +112,7 @@ def parallel_mesh(tensor_parallel: int = 1) -> DeviceMesh:
     world_size = dist.get_world_size()
     if tensor_parallel == 1:
         return init_device_mesh(device_type, (world_size,), mesh_dim_names=("dp",))
-    if world_size % tensor_parallel:
-        raise ValueError(f"{world_size} processes cannot form tensor-parallel groups of {tensor_parallel}: launch a "
-                         f"multiple of {tensor_parallel} processes")
+    check_parallel_options("fsdp", tensor_parallel, world_size=world_size)
     return init_device_mesh(device_type, (world_size // tensor_parallel, tensor_parallel),
                             mesh_dim_names=("dp", "tp"))
 

@@ -94,6 +94,7 @@ class ShardedCheckpointer(Checkpointer):
         ``model`` is the FSDP-sharded ``Llama`` (the same module ``parallelize`` returned), ``train_state`` this
         rank's trainer state; rank 0's is written, with every rank's random generator states added.
         """
+        require_llama(model)
         rank, world_size = get_rank(), get_world_size()
         final = self.directory / f"{STEP_PREFIX}{step}"
         tmp = self.directory / f".tmp-{final.name}-sharded"  # the same name on every rank
@@ -138,6 +139,7 @@ class ShardedCheckpointer(Checkpointer):
              ) -> dict[str, Any]:
         """Load ``path`` into this rank's shards of ``model`` and ``optimizer`` (any number of ranks, any layout the
         checkpoint was written with); return the ``train_state`` with this rank's random generator states."""
+        require_llama(model)
         path = Path(path)
         if not is_sharded_checkpoint(path):
             raise ValueError(f"{path} is not a sharded checkpoint (no {METADATA_FILE}); a single-device checkpoint "

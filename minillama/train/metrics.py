@@ -94,6 +94,47 @@ class Throughput:
         return value
 
 
+class ProgressReport:
+    """The progress bar and the throughput of a run: ``start_step()``/``end_step()`` around each step, then at a
+    logging step ``rates(loss)``: tokens per second since the last call and, on a GPU in the table, MFU.
+
+    ``devices`` divides the throughput (tokens of all ranks) for the MFU of one device.
+    """
+
+    def __init__(self, total: int, initial: int, *, enabled: bool, flops_per_token: float,
+                 device: torch.device, devices: int = 1) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not enabled)
+        self.throughput = Throughput()
+        self.flops_per_token, self.devices = flops_per_token, devices
+        self.peak = peak_flops(device)
+
+    def __enter__(self) -> ProgressReport:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def start_step(self) -> None:
+        self.throughput.start()
+
+    def end_step(self, tokens: int) -> None:
+        self.throughput.stop(tokens)
+        self.bar.update(1)
+
+    def rates(self, loss: float) -> dict[str, float]:
+        rate = self.throughput.rate()
+        record = {"tokens_per_s": rate}
+        postfix = {"loss": f"{loss:.3f}", "tok/s": f"{rate:,.0f}"}
+        utilization = mfu(rate / self.devices, self.flops_per_token, self.peak)
+        if utilization is not None:
+            record["mfu"] = utilization
+            postfix["mfu"] = f"{100 * utilization:.1f}%"
+        self.bar.set_postfix(postfix, refresh=False)
+        return record
+
+
 class MetricsLogger:
     """Appends one JSON object per line to ``path`` (``metrics.jsonl``); a disabled logger (ranks > 0) does nothing.
 

@@ -24,16 +24,19 @@ A sharded variant for FSDP (``torch.distributed.checkpoint``) only has to provid
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from minillama.model import Llama
 from minillama.weights import save_checkpoint
 
 # Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
@@ -110,7 +113,55 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
+# --- the trainer's state --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """The counters of a run that a checkpoint restores besides the weights, the optimizer and the data position."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0
+    """Training wall time over all sessions of the run (s)."""
+    best_val_loss: float = math.inf
+    saved_step: int | None = None
+    """Step of the last checkpoint written or resumed by this process."""
+
+
+def capture_train_state(state: TrainState, loader, guard, grad_scaler, config, data_world_size: int = 1
+                        ) -> dict[str, Any]:
+    """Everything besides weights and optimizer that the next step depends on, as ``train_state.pt`` holds it."""
+    return {
+        "step": state.step, "tokens_seen": state.tokens, "elapsed": state.elapsed,
+        "best_val_loss": state.best_val_loss, "loader": loader.state_dict(),
+        "scheduler": {"step": state.step, "schedule": config.schedule},  # the schedule is a function of the step
+        "guard": guard.state_dict(),
+        "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
+        "rng": rng_state(), "config": config.to_toml(), "data_world_size": data_world_size,
+    }
+
+
+def restore_train_state(saved: dict[str, Any], state: TrainState, loader, guard, grad_scaler) -> None:
+    """The inverse of :func:`capture_train_state`, into the live objects of a run."""
+    state.step, state.tokens = int(saved["step"]), int(saved["tokens_seen"])
+    state.elapsed, state.best_val_loss = float(saved["elapsed"]), float(saved["best_val_loss"])
+    state.saved_step = state.step
+    loader.load_state_dict(saved["loader"])
+    guard.load_state_dict(saved["guard"])
+    if grad_scaler is not None and saved["grad_scaler"] is not None:
+        grad_scaler.load_state_dict(saved["grad_scaler"])
+    set_rng_state(saved["rng"])
+
+
 # --- the checkpointer ------------------------------------------------------------------------------------------------
+
+
+def require_llama(model: torch.nn.Module) -> None:
+    """A checkpoint holds a minillama ``Llama`` (its config and Meta's parameter names): say so for anything else."""
+    if not isinstance(model, Llama):
+        raise TypeError(f"checkpoints hold a minillama.model.Llama, got {type(model).__name__}: pass the bare model "
+                        f"(the trainer's .model), not a wrapper such as DDP (.module) or torch.compile (._orig_mod)")
 
 
 def step_of(path: Path) -> int:
@@ -147,6 +198,7 @@ class Checkpointer:
         ``model`` is the bare ``Llama`` (not a DDP/compiled wrapper); ``train_state`` is a dict of tensors and plain
         Python values (the trainer's step, data position, RNG states, ...).
         """
+        require_llama(model)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         final = self.directory / f"{STEP_PREFIX}{step}"
@@ -175,6 +227,7 @@ class Checkpointer:
         """Load weights into ``model`` and state into ``optimizer``; return the saved ``train_state``."""
         from safetensors.torch import load_file
 
+        require_llama(model)
         path = Path(path)
         device = next(model.parameters()).device
         state_dict = load_file(str(path / "model.safetensors"), device=str(device))
