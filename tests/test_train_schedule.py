@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from minillama.train.config import TrainConfig
 from minillama.autograd.optim import cosine_lr
+from minillama.train.config import TrainConfig
 from minillama.train.schedule import constant_lr, lr_at, warmup_stable_decay_lr
 
 

@@ -156,6 +156,18 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     return total
 
 
+def weight_decay_groups(parameters: Iterable[Any], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's two parameter groups, for either engine: matrices (embeddings, projections) decayed, vectors (norm
+    gains) not: pulling a scale towards 0 is a bias, not a regularizer (Llama, GPT-2).
+
+    >>> [len(g["params"]) for g in weight_decay_groups([np.zeros((2, 2)), np.zeros(2)], 0.1)]
+    [1, 1]
+    """
+    parameters = [p for p in parameters if getattr(p, "requires_grad", True)]
+    return [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+
+
 def cosine_lr(step: int, max_lr: float, warmup_steps: int, max_steps: int, min_lr: float = 0.0) -> float:
     """The learning rate of optimizer step ``step`` (0-based): linear warmup, then a half cosine down to ``min_lr``
     {cite}`loshchilov2017sgdr`, reached at the last step ``max_steps - 1`` and kept after it. A pure function of

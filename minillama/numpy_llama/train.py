@@ -9,7 +9,8 @@ Run from the command line it trains a byte-level BPE tokenizer on tinyshakespear
 metrics (loss curves, bits per byte, a sample) to a JSON file; the chapter shows the result of::
 
     python -m minillama.numpy_llama --preset tiny --vocab-size 512 --max-steps 1000 --batch-size 16 --seq-len 128 \
-        --warmup-steps 50 --eval-interval 50 --eval-batches 16 --log-interval 25 --out chapters/data/numpy_llama_run.json
+        --warmup-steps 50 --eval-interval 50 --eval-batches 16 --log-interval 25 \
+        --out chapters/data/numpy_llama_run.json
 """
 
 from __future__ import annotations
@@ -111,9 +112,7 @@ def estimate_loss(model: Llama, tokens: np.ndarray, config: TrainConfig) -> floa
 
 def make_optimizer(model: Llama, config: TrainConfig) -> optim.AdamW:
     """AdamW with weight decay on the matrices (embeddings, projections) and none on the RMSNorm gains."""
-    matrices = [p for p in model.parameters() if p.ndim >= 2]
-    gains = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": gains, "weight_decay": 0.0}]
+    groups = optim.weight_decay_groups(model.parameters(), config.weight_decay)
     return optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
 
 
@@ -138,7 +137,8 @@ def train(
     history: list[dict[str, float]] = []
     recent: list[float] = []
     for step in range(1, config.max_steps + 1):
-        lr = optim.cosine_lr(step - 1, config.lr, config.warmup_steps, config.max_steps, config.lr * config.min_lr_ratio)
+        min_lr = config.lr * config.min_lr_ratio
+        lr = optim.cosine_lr(step - 1, config.lr, config.warmup_steps, config.max_steps, min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = lm_loss(model, *get_batch(train_tokens, config.batch_size, config.seq_len, rng))

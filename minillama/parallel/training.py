@@ -17,7 +17,7 @@ import torch
 
 from minillama.config import get_preset
 from minillama.data.loader import eval_windows
-from minillama.data.tokenized import TokenizedCorpus, prepare_corpus
+from minillama.data.tokenized import TokenizedCorpus
 from minillama.generate import sample_texts
 from minillama.model import Llama
 from minillama.parallel.distributed import DistributedContext, all_reduce_sum, broadcast_object, main_first
@@ -26,7 +26,7 @@ from minillama.parallel.sharded_checkpoint import ShardedCheckpointer, is_sharde
 from minillama.parallel.tensor_parallel import check_tensor_parallel
 from minillama.train import step as steps
 from minillama.train.config import TrainConfig, check_parallel_options
-from minillama.train.trainer import Trainer
+from minillama.train.trainer import Trainer, prepare_data
 from minillama.train.training_checkpoint import Checkpointer, resolve_checkpoint
 
 
@@ -41,16 +41,6 @@ def check_resume_format(config: TrainConfig, sharded: bool) -> None:
     if not is_sharded_checkpoint(path) and sharded:
         raise ValueError(f"{path} is a single-file checkpoint (one device or DDP): resume it with --parallel ddp or "
                          f"without --parallel")
-
-
-def prepare_data(config: TrainConfig, progress: bool = True) -> TokenizedCorpus:
-    """The tokenizer and token shards of ``config``'s corpus, from the cache or made now.
-
-    ``python -m minillama.parallel prepare --config FILE`` runs it once before a multi-node launch, so that no
-    rank waits at a barrier while another tokenizes billions of tokens.
-    """
-    vocab_size = config.vocab_size or get_preset(config.model).vocab_size
-    return prepare_corpus(config.corpus, config.tokenizer, vocab_size, config.val_fraction, progress=progress)
 
 
 class DistributedTrainer(Trainer):

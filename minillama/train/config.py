@@ -138,7 +138,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("vocab_size", "threads", "warmup_steps", "eval_batches", "num_samples", "sample_tokens", "top_k", "grad_clip",
+        for name in ("vocab_size", "threads", "warmup_steps", "eval_batches", "num_samples", "sample_tokens", "top_k",
+                     "grad_clip",
                      "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -274,7 +275,8 @@ def check_parallel_options(parallel: str, tensor_parallel: int, *, compile: bool
         if world_size % tensor_parallel:
             raise ValueError(f"{world_size} processes cannot form tensor-parallel groups of {tensor_parallel}: launch "
                              f"a multiple of {tensor_parallel} processes (torchrun --nproc_per_node), or pass a "
-                             f"--tensor-parallel that divides {world_size} (a sharded checkpoint resumes on any layout)")
+                             f"--tensor-parallel that divides {world_size} (a sharded checkpoint resumes on any "
+                             f"layout)")
 
 
 def _toml_value(value: Any) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillama.autograd.optim import weight_decay_groups
 from minillama.config import ModelConfig, get_preset
 from minillama.data.loader import TrainLoader, eval_batches
 from minillama.data.tokenized import TokenizedCorpus, prepare_corpus
@@ -29,11 +30,17 @@ from minillama.generate import sample_texts
 from minillama.model import Llama
 from minillama.train import step as steps
 from minillama.train.config import TrainConfig
+from minillama.train.evaluate import loss_sums, metrics_from_sums
 from minillama.train.guard import NonFiniteGuard
 from minillama.train.metrics import MetricsLogger, ProgressReport
 from minillama.train.schedule import lr_at
-from minillama.train.training_checkpoint import (Checkpointer, TrainState, capture_train_state, resolve_checkpoint,
-                                                 restore_train_state)
+from minillama.train.training_checkpoint import (
+    Checkpointer,
+    TrainState,
+    capture_train_state,
+    resolve_checkpoint,
+    restore_train_state,
+)
 from minillama.train.wrapping import wrap_single_device
 
 
@@ -44,13 +51,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_data(config: TrainConfig, progress: bool = True) -> TokenizedCorpus:
+    """The tokenizer and token shards of ``config``'s corpus: from the cache, or made now (and cached)."""
+    vocab_size = config.vocab_size or get_preset(config.model).vocab_size
+    return prepare_corpus(config.corpus, config.tokenizer, vocab_size, config.val_fraction, progress=progress)
+
+
 def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (Loshchilov and Hutter 2019), weight decay on matrices only (a norm's scale pulled to 0 is a bias,
-    not a regularizer); PyTorch's fused kernel on CUDA."""
-    matrices = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+    """AdamW (Loshchilov and Hutter 2019) with chapter 1's parameter groups; PyTorch's fused kernel on CUDA."""
+    return torch.optim.AdamW(weight_decay_groups(model.parameters(), config.weight_decay), lr=config.lr,
+                             betas=(config.beta1, config.beta2), eps=config.eps,
                              fused=device.type == "cuda" or None)
 
 
@@ -72,8 +82,7 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
-        self.data = data or prepare_corpus(config.corpus, config.tokenizer, self.vocab_size(), config.val_fraction,
-                                           progress=config.progress and self.is_main)
+        self.data = data or prepare_data(config, progress=config.progress and self.is_main)
         self.model_config: ModelConfig = get_preset(config.model, vocab_size=self.data.tokenizer.n_vocab)
         if config.seq_len > self.model_config.max_seq_len:
             raise ValueError(f"seq_len ({config.seq_len}) exceeds the max_seq_len of preset {config.model!r} "
@@ -104,9 +113,6 @@ class Trainer:
     @property
     def step(self) -> int:
         return self.state.step
-
-    def vocab_size(self) -> int:
-        return self.config.vocab_size or get_preset(self.config.model).vocab_size
 
     def build_model(self) -> tuple[Llama, torch.nn.Module]:
         """The model (seeded init) and what the loop calls: the same module, with activation checkpointing and
@@ -189,27 +195,14 @@ class Trainer:
 
     # --- evaluation and samples -------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
-        """Validation loss (nats per token) and bits per byte over the first ``max_batches`` batches of the
-        validation split (default ``eval_batches``; 0 = all of it).
-
-        ``bpb = sum of losses (nats) / bytes of the predicted tokens / ln 2``: independent of the tokenizer.
-        """
+        """Validation loss and bits per byte (:mod:`~minillama.train.evaluate`) over the first ``max_batches``
+        batches of the validation split (default ``eval_batches``; 0 = all of it)."""
         max_batches = self.config.eval_batches if max_batches is None else max_batches
         batches = eval_batches(self.data.val, self.config.batch_size, self.config.seq_len, rank=self.data_rank,
                                world_size=self.data_world_size, max_batches=max_batches, device=self.device)
-        self.train_model.eval()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum (nats), tokens, bytes
-        for inputs, targets in batches:
-            with steps.autocast(self.device, self.amp_dtype):
-                logits = self.train_model(inputs)  # (B, T, vocab)
-            loss = steps.cross_entropy_loss(logits, targets) * targets.numel()
-            totals += torch.stack([loss.double(), torch.tensor(targets.numel(), device=self.device).double(),
-                                   self.token_bytes[targets].sum().double()])
-        self.train_model.train()
-        loss_sum, tokens, n_bytes = self.sum_over_ranks(totals, max_batches).tolist()
-        return {"val_loss": loss_sum / tokens, "val_bpb": loss_sum / n_bytes / math.log(2), "val_tokens": int(tokens)}
+        totals = loss_sums(self.train_model, batches, self.token_bytes, self.amp_dtype)
+        return metrics_from_sums(self.sum_over_ranks(totals, max_batches))
 
     def sum_over_ranks(self, totals: torch.Tensor, max_batches: int) -> torch.Tensor:
         return totals
@@ -264,13 +257,10 @@ class Trainer:
         self.log(f"resumed from {path} at step {self.step}")
 
     def describe(self) -> str:
-        """A one-paragraph summary of the run for the start of the log."""
-        c, m = self.config, self.model_config
-        precision = "float32" if self.amp_dtype is None else f"{str(self.amp_dtype).removeprefix('torch.')} autocast"
-        return (f"run folder {self.run_dir}\n"
-                f"model {c.model}: {self.model.num_params() / 1e6:.2f}M parameters (dim {m.dim}, {m.n_layers} "
-                f"layers, {m.n_heads} heads, {m.n_kv_heads} kv heads, vocab {m.vocab_size})\n"
-                f"data {c.corpus}: {len(self.data.train):,} train / {len(self.data.val):,} val tokens "
-                f"({self.loader.batches_per_epoch:,} batches per epoch), tokenizer {self.data.tokenizer_path.name}\n"
-                f"device {self.device} ({precision}), {self.tokens_per_step:,} tokens per step ({self.data_world_size}"
-                f" x {c.grad_accum_steps} x {c.batch_size} x {c.seq_len}), {c.max_steps:,} steps")
+        c, m, precision = self.config, self.model_config, str(self.amp_dtype or "float32").removeprefix("torch.")
+        return (f"run folder {self.run_dir}\nmodel {c.model}: {self.model.num_params() / 1e6:.2f}M parameters (dim "
+                f"{m.dim}, {m.n_layers} layers, {m.n_heads} heads, {m.n_kv_heads} kv heads, vocab {m.vocab_size})\n"
+                f"data {c.corpus}: {len(self.data.train):,} train / {len(self.data.val):,} val tokens, tokenizer "
+                f"{self.data.tokenizer_path.name}\ndevice {self.device} ({precision}), {self.tokens_per_step:,} tokens"
+                f" per step ({self.data_world_size} x {c.grad_accum_steps} x {c.batch_size} x {c.seq_len}), "
+                f"{c.max_steps:,} steps")
