@@ -40,7 +40,7 @@ def loss_sums(model: torch.nn.Module, batches: Iterable[Batch], token_bytes: tor
 def metrics_from_sums(totals: torch.Tensor) -> dict[str, float]:
     """``val_loss`` (nats per token), ``val_bpb`` and ``val_tokens`` from :func:`loss_sums`.
 
-    >>> metrics_from_sums(torch.tensor([2 * math.log(2), 2.0, 4.0]))  # 1 bit per token, 2 bytes per token
+    >>> metrics_from_sums(torch.tensor([2 * math.log(2), 2.0, 4.0], dtype=torch.float64))  # 1 bit/token, 2 bytes/token
     {'val_loss': 0.6931471805599453, 'val_bpb': 0.5, 'val_tokens': 2}
     """
     loss_sum, tokens, n_bytes = totals.tolist()

@@ -2,58 +2,25 @@
 
 **MFU** (Chowdhery et al. 2022) is the share of the hardware's peak that goes into the model's own arithmetic:
 ``tokens/s * FLOPs per token / peak FLOP/s``, with the FLOPs per token of ``ModelConfig.flops_per_token`` (6N plus
-attention) and the peak from the table below. Recomputation (activation checkpointing) does not count, so MFU
-compares runs fairly across tricks; the Llama 3 405B run reached 38-43% on H100s (Grattafiori et al. 2024).
-
-The peaks are the vendors' *dense* (no 2:4 sparsity) tensor-core figures for 16-bit inputs with fp32 accumulation:
-bf16 where the chip has it, fp16 on older GPUs (T4, V100). CPUs and Apple GPUs have no such table entry: for them the
-trainer reports tokens per second only.
+attention) and the peak from :data:`minillama.gpus.GPUS`. Recomputation (activation checkpointing) does not count,
+so MFU compares runs fairly across tricks; the Llama 3 405B run reached 38-43% on H100s (Grattafiori et al. 2024).
+CPUs and Apple GPUs have no peak in the table: for them the trainer reports tokens per second only.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# (pattern searched in torch.cuda.get_device_name(), peak dense TFLOP/s, what it is). First match wins.
-PEAK_TFLOPS: list[tuple[str, float, str]] = [
-    (r"H100.*PCIe", 756.0, "H100 PCIe, bf16 dense"),
-    (r"H100 NVL", 835.0, "H100 NVL, bf16 dense"),
-    (r"H100", 989.0, "H100 SXM, bf16 dense"),
-    (r"H200", 989.0, "H200 / GH200, bf16 dense (the H100 SXM's tensor cores)"),
-    (r"B200", 2250.0, "B200, bf16 dense"),
-    (r"A100", 312.0, "A100, bf16 dense"),
-    (r"\bA10\b", 125.0, "A10, bf16 dense"),
-    (r"L40S", 362.0, "L40S, bf16 dense"),
-    (r"\bL4\b", 121.0, "L4, bf16 dense"),
-    (r"RTX 4090", 165.0, "RTX 4090, bf16 dense with fp32 accumulation"),
-    (r"RTX 3090", 71.0, "RTX 3090, bf16 dense with fp32 accumulation"),
-    (r"V100", 125.0, "V100 SXM2, fp16 dense (no bf16)"),
-    (r"\bT4\b", 65.0, "T4, fp16 dense (no bf16)"),
-    (r"MI300X", 1307.0, "AMD MI300X, bf16 dense"),
-    (r"MI250X", 383.0, "AMD MI250X, bf16 dense"),
-]
-
-
-def peak_flops_for_name(name: str) -> float | None:
-    """Peak dense 16-bit FLOP/s for a GPU name, or ``None`` when it is not in the table.
-
-    >>> peak_flops_for_name("NVIDIA H100 80GB HBM3"), peak_flops_for_name("NVIDIA A10G")
-    (989000000000000.0, None)
-    """
-    for pattern, tflops, _ in PEAK_TFLOPS:
-        if re.search(pattern, name):
-            return tflops * 1e12
-    return None
+from minillama.gpus import peak_flops_for_name
 
 
 def peak_flops(device: torch.device | str) -> float | None:
-    """Peak dense 16-bit FLOP/s of ``device`` (see :data:`PEAK_TFLOPS`), or ``None`` (CPU, MPS, unknown GPU)."""
+    """Peak dense 16-bit FLOP/s of ``device`` (:data:`minillama.gpus.GPUS`), or ``None`` (CPU, MPS, unknown GPU)."""
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
