@@ -47,10 +47,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from minillama.atomic import fsync_dir
 from minillama.config import ModelConfig
 from minillama.model import Llama
 from minillama.parallel.distributed import barrier, gather_objects, get_rank, get_world_size
-from minillama.train.training_checkpoint import STEP_PREFIX, Checkpointer, fsync_dir, publish, require_llama
+from minillama.train.training_checkpoint import STEP_PREFIX, Checkpointer, publish, require_llama
 from minillama.weights import save_checkpoint
 
 METADATA_FILE = ".metadata"  # written by DCP; its presence is what makes a folder a sharded checkpoint

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from minillama.atomic import atomic_write
 from minillama.gpus import peak_flops_for_name
 
 
@@ -126,9 +127,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(self.path)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillama.atomic import atomic_write
 from minillama.autograd.optim import weight_decay_groups
 from minillama.config import ModelConfig, get_preset
 from minillama.data.loader import TrainLoader, eval_batches
@@ -100,7 +101,7 @@ class Trainer:
         self.last_samples: list[str] = []
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.toml").write_text(config.replace(resume="").to_toml())
+            atomic_write(self.run_dir / "config.toml", config.replace(resume="").to_toml())
         self.metrics = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         if config.resume:
             self.resume(resolve_checkpoint(config.resume))

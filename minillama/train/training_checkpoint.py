@@ -36,22 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillama.atomic import atomic_write, fsync_dir
 from minillama.model import Llama
 from minillama.weights import save_checkpoint
 
 # Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
 PAUSE_BEFORE_RENAME_ENV = "MINILLAMA_CHECKPOINT_PAUSE_BEFORE_RENAME"
 STEP_PREFIX = "step_"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation inside ``path`` durable (POSIX; a no-op on Windows)."""
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -68,13 +59,6 @@ def publish(tmp: Path, final: Path) -> None:
     else:
         os.replace(tmp, final)
     fsync_dir(final.parent)
-
-
-def _torch_save_synced(obj: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # --- random number generators --------------------------------------------------------------------------------------
@@ -207,14 +191,10 @@ class Checkpointer:
         save_checkpoint(model, tmp, tokenizer_file=tokenizer_file)
         if tokenizer_file is not None and Path(f"{tokenizer_file}.json").exists():  # pattern + special tokens
             shutil.copyfile(f"{tokenizer_file}.json", tmp / "tokenizer.model.json")
-        _torch_save_synced(optimizer.state_dict(), tmp / "optimizer.pt")
-        _torch_save_synced(train_state, tmp / "train_state.pt")
+        atomic_write(tmp / "optimizer.pt", lambda file: torch.save(optimizer.state_dict(), file))
+        atomic_write(tmp / "train_state.pt", lambda file: torch.save(train_state, file))
         meta = {"step": step, "val_loss": val_loss, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        with open(tmp / "meta.json", "w") as f:
-            f.write(json.dumps(meta, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp)
+        atomic_write(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
         pause = float(os.environ.get(PAUSE_BEFORE_RENAME_ENV, "0") or 0)
         if pause > 0:
             time.sleep(pause)
