@@ -1,29 +1,12 @@
 """Sharded training checkpoints: every rank writes its own shards through ``torch.distributed.checkpoint`` (DCP).
 
-Under FSDP no rank holds the whole model, and gathering a 70B model (1.1 TB with AdamW's state) on rank 0 to write
-one file would need more memory than any GPU has. DCP instead has each rank write the shards it owns, in parallel,
-plus a ``.metadata`` file that records where each piece of each tensor lives. On load, every rank asks for the
-pieces *it* needs for its current shards and DCP reads them from wherever they are, so a checkpoint written by 64
-GPUs loads on 8, or on 1 (*resharding*).
-
-A sharded checkpoint is a folder ``RUN/checkpoints/step_N/`` like the single-device one, with the same three
-methods (:meth:`~minillama.train.training_checkpoint.Checkpointer.save`, ``load``, ``latest``), so the ``Trainer`` does
-not know which one it has:
-
-* ``.metadata`` + ``__R_0.distcp`` per rank ``R``: the model's weights and AdamW's state (``get_state_dict``
-  turns the FSDP model and its optimizer into dicts of ``DTensor`` s keyed by parameter name, independent of how
-  many ranks hold them);
-* ``train_state.pt``: the step, the data position, the guard, the best validation loss and each rank's random
-  generator states (the same dict as a single-device checkpoint; written by rank 0);
-* ``config.json`` + ``tokenizer.model``: the model and its tokenizer, so the checkpoint is self-describing;
-  :func:`consolidate` turns it into our single-file format for ``minillama generate``;
-* ``meta.json``: the step, the validation loss and the number of ranks that wrote it.
-
-**Atomicity**, as for one device, with one more rule: all ranks write into the same temporary folder
-(``.tmp-step_N-sharded``), then wait at a barrier (DCP's own save ends with one, once the metadata is written);
-only then does rank 0 rename the folder to ``step_N`` and fsync its parent. Until the rename, a crash of any rank
-leaves no ``step_N`` and the previous checkpoint intact; after it, the checkpoint is complete. A second barrier makes
-every rank wait for the rename, so no rank runs ahead to a checkpoint that does not exist yet.
+Under FSDP no rank holds the whole model; DCP has each rank write the shards it owns, plus a ``.metadata`` file
+that says where each piece of each tensor lives, so a checkpoint written by 64 GPUs loads on 8, or on 1
+(*resharding*). The folder ``RUN/checkpoints/step_N/`` has the single-device checkpointer's three methods, so the
+trainer does not know which one it has: ``.metadata`` + ``__R_0.distcp`` (weights and AdamW's state),
+``train_state.pt`` (rank 0's, with every rank's random generators), ``config.json`` + ``tokenizer.model``
+(:func:`consolidate` makes a single-file checkpoint of it) and ``meta.json``. All ranks write into one temporary
+folder, wait at a barrier, and rank 0 renames it: a crash of any rank leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """Training checkpoints: everything needed to continue a run exactly, written so that a crash never corrupts one.
 
-A checkpoint is a folder ``RUN/checkpoints/step_N/`` (``N`` = optimizer steps done) holding
-
-* ``model.safetensors`` + ``config.json`` + ``tokenizer.model``: our model format (``minillama.weights``), so
-  ``minillama generate RUN/checkpoints/step_N`` works on any checkpoint;
-* ``optimizer.pt``: AdamW's moments and step counts;
-* ``train_state.pt``: the step, the data position, the guard's counters, the loss scaler, every random number
-  generator's state (Python, numpy, torch CPU, CUDA, MPS) and the best validation loss so far;
-* ``meta.json``: a human-readable summary (step, val loss, time), read to choose which checkpoints to keep.
-
-**Atomicity.** The folder is written under a temporary name (``.tmp-step_N-PID``), each file is flushed to disk
-(``fsync``), then the folder is renamed to ``step_N`` in one ``os.replace`` and the parent folder is fsynced. A rename
-is atomic on POSIX file systems: after a crash at any moment the checkpoint either exists whole or not at all, and
-the previous one is untouched. Leftover temporary folders are removed by the next save.
-
-**Retention.** After each save the newest ``keep_last`` checkpoints are kept, plus the one with the best validation
-loss; the rest are deleted (oldest first).
-
-A sharded variant for FSDP (``torch.distributed.checkpoint``) only has to provide the same three methods
-(:meth:`Checkpointer.save`, :meth:`Checkpointer.load`, :meth:`Checkpointer.latest`).
+``RUN/checkpoints/step_N/`` holds ``model.safetensors`` + ``config.json`` + ``tokenizer.model`` (our model format:
+``minillama generate`` reads any checkpoint), ``optimizer.pt``, ``train_state.pt`` (step, data position, guard,
+loss scaler, every random generator) and ``meta.json`` (step, val loss, time). The folder is written under a
+temporary name and renamed to ``step_N`` in one ``os.replace``: after a crash a checkpoint exists whole or not at
+all. After each save the newest ``keep_last`` are kept, plus the best by validation loss. FSDP's sharded variant
+(:mod:`minillama.parallel.sharded_checkpoint`) provides the same ``save``/``load``/``latest``.
 """
 
 from __future__ import annotations
