@@ -5,9 +5,9 @@
     minillama train --resume runs/llama3.1-8b-...     # a sharded run continues in one process too
 
 The options are exactly ``minillama train`` 's (``--parallel`` is a ``TrainConfig`` field); this module only
-builds the trainer differently: it joins the process group (:mod:`minillama.parallel.distributed`), hands the
-trainer :func:`~minillama.parallel.training.distributed_trainer` 's seams, and leaves the group at the end. Without
-torchrun and with ``--parallel none`` it is the plain single-device command. ``scripts/`` has the multi-node launch
+picks the trainer: under torchrun, with ``--parallel`` or ``--float8``, or to resume a sharded checkpoint it joins
+the process group (:mod:`minillama.parallel.distributed`) and builds a
+:class:`~minillama.parallel.training.DistributedTrainer`; otherwise chapter 7's single-process ``Trainer``. ``scripts/`` has the multi-node launch
 (SLURM) and the one-node launch.
 """
 
