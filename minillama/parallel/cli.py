@@ -7,8 +7,8 @@
 The options are exactly ``minillama train`` 's (``--parallel`` is a ``TrainConfig`` field); this module only
 picks the trainer: under torchrun, with ``--parallel`` or ``--float8``, or to resume a sharded checkpoint it joins
 the process group (:mod:`minillama.parallel.distributed`) and builds a
-:class:`~minillama.parallel.training.DistributedTrainer`; otherwise chapter 7's single-process ``Trainer``. ``scripts/`` has the multi-node launch
-(SLURM) and the one-node launch.
+:class:`~minillama.parallel.training.DistributedTrainer`; otherwise chapter 7's single-process ``Trainer``.
+``scripts/`` has the multi-node launch (SLURM) and the one-node launch.
 """
 
 from __future__ import annotations

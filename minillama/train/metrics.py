@@ -122,6 +122,13 @@ class MetricsLogger:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
 
+    def samples(self, step: int, texts: list[str], val_bpb: float) -> None:
+        """Append a step's samples to ``samples.txt`` beside the log."""
+        if self.enabled and texts:
+            with open(self.path.parent / "samples.txt", "a") as f:
+                for i, text in enumerate(texts):
+                    f.write(f"=== step {step}, sample {i + 1} (val bpb {val_bpb:.3f})\n{text}\n\n")
+
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a run resumed from ``step`` will write them again)."""
         if not self.enabled or not self.path.exists():

@@ -1,11 +1,9 @@
-"""The single-process ``Trainer``: a ``TrainConfig`` in, a trained model, metrics, samples and checkpoints out.
+"""The single-process ``Trainer``: ``Trainer(config).fit()`` is the whole of ``minillama train``.
 
-``Trainer(config).fit()`` is the whole of ``minillama train``. The constructor builds the pieces (device, data,
-model, optimizer, checkpointer); ``fit`` runs the loop in the order chapter 7 writes it: batch, learning rate,
-forward/backward with accumulation, clip, guard, step, log, evaluate, checkpoint. Each phase is one call into a
-module of its own (``step``, ``schedule``, ``guard``, ``metrics``, ``training_checkpoint``). Chapter 9's
-:class:`~minillama.parallel.training.DistributedTrainer` subclasses it and overrides model building, evaluation,
-sampling, loss logging and the checkpointer; nothing here knows about ranks beyond ``is_main``.
+The constructor builds the pieces; ``fit`` runs chapter 7's loop: batch, learning rate, forward/backward with
+accumulation, clip, guard, step, log, evaluate, checkpoint, each one call into a module of its own. Chapter 9's
+:class:`~minillama.parallel.training.DistributedTrainer` subclasses it (model, evaluation, samples, logged loss,
+checkpointer).
 """
 
 from __future__ import annotations
@@ -30,18 +28,12 @@ from minillama.device import resolve_device, resolve_dtype
 from minillama.generate import sample_texts
 from minillama.model import Llama
 from minillama.train import step as steps
+from minillama.train import training_checkpoint as checkpoints
 from minillama.train.config import TrainConfig
 from minillama.train.evaluate import loss_sums, metrics_from_sums
 from minillama.train.guard import NonFiniteGuard
 from minillama.train.metrics import MetricsLogger, ProgressReport
 from minillama.train.schedule import lr_at
-from minillama.train.training_checkpoint import (
-    Checkpointer,
-    TrainState,
-    capture_train_state,
-    resolve_checkpoint,
-    restore_train_state,
-)
 from minillama.train.wrapping import wrap_single_device
 
 
@@ -95,16 +87,15 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.checkpointer = self.build_checkpointer()
         self.guard = NonFiniteGuard(config.max_bad_steps)
-        self.state = TrainState()  # step, tokens, time, best val loss: what a checkpoint restores
+        self.state = checkpoints.TrainState()  # step, tokens, time, best val loss: what a checkpoint restores
         self.tokens_per_step = config.batch_size * config.seq_len * config.grad_accum_steps * self.data_world_size
         self.last_eval: dict[str, float] = {}
         self.last_samples: list[str] = []
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "config.toml", config.replace(resume="").to_toml())
         self.metrics = MetricsLogger(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         if config.resume:
-            self.resume(resolve_checkpoint(config.resume))
+            self.resume(checkpoints.resolve_checkpoint(config.resume))
 
     @property
     def is_main(self) -> bool:
@@ -124,8 +115,8 @@ class Trainer:
         model = Llama(self.model_config).to(self.device)
         return model, wrap_single_device(model, self.config)
 
-    def build_checkpointer(self) -> Checkpointer:
-        return Checkpointer(self.run_dir / "checkpoints", keep_last=self.config.keep_last)
+    def build_checkpointer(self) -> checkpoints.Checkpointer:
+        return checkpoints.Checkpointer(self.run_dir / "checkpoints", keep_last=self.config.keep_last)
 
     def log(self, text: str) -> None:
         if self.is_main:
@@ -171,8 +162,7 @@ class Trainer:
         return summary
 
     def guard_accepts(self, loss: float, grad_norm: float) -> bool:
-        """The non-finite guard's verdict on the step being taken; a bad step is logged before the guard raises
-        (when it is one too many)."""
+        """The non-finite guard's verdict; a bad step is logged first (the guard raises at one too many)."""
         step = self.state.step + 1
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             self.metrics.log("skip", step, loss=loss, grad_norm=grad_norm)
@@ -194,8 +184,6 @@ class Trainer:
     def mean_over_ranks(self, value: float) -> float:
         return value
 
-    # --- evaluation and samples -------------------------------------------------------------------------------------
-
     def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
         """Validation loss and bits per byte (:mod:`~minillama.train.evaluate`) over the first ``max_batches``
         batches of the validation split (default ``eval_batches``; 0 = all of it)."""
@@ -209,8 +197,7 @@ class Trainer:
         return totals
 
     def samples(self) -> list[str]:
-        """``num_samples`` continuations of ``sample_prompt``, from a generator seeded by (seed, step): reproducible,
-        and the run's own random state is untouched."""
+        """``num_samples`` continuations of ``sample_prompt``, seeded by (seed, step); the run's RNGs are untouched."""
         c = self.config
         with steps.autocast(self.device, self.amp_dtype):
             return sample_texts(self.model, self.data.tokenizer, c.sample_prompt, c.num_samples, c.sample_tokens,
@@ -222,22 +209,16 @@ class Trainer:
         self.state.best_val_loss = min(self.state.best_val_loss, self.last_eval["val_loss"])
         self.metrics.log("eval", self.step, **self.last_eval, elapsed_s=self.state.elapsed)
         self.last_samples = self.samples() if self.config.num_samples else []
-        if self.is_main and self.last_samples:
-            with open(self.run_dir / "samples.txt", "a") as f:
-                for i, text in enumerate(self.last_samples):
-                    f.write(f"=== step {self.step}, sample {i + 1} (val bpb {self.last_eval['val_bpb']:.3f})\n"
-                            f"{text}\n\n")
+        self.metrics.samples(self.step, self.last_samples, self.last_eval["val_bpb"])
         self.log(f"step {self.step}: val loss {self.last_eval['val_loss']:.4f}, "
                  f"val bits per byte {self.last_eval['val_bpb']:.4f}")
-
-    # --- checkpoints ------------------------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path | None:
         """Save the current step (rank 0 only; a sharded checkpointer saves on every rank)."""
         if not (self.is_main or self.sharded):
             return None
-        train_state = capture_train_state(self.state, self.loader, self.guard, self.grad_scaler, self.config,
-                                          self.data_world_size)
+        train_state = checkpoints.capture_train_state(self.state, self.loader, self.guard, self.grad_scaler,
+                                                      self.config, self.data_world_size)
         path = self.checkpointer.save(self.step, self.model, self.optimizer, train_state,
                                       tokenizer_file=self.data.tokenizer_path, val_loss=self.last_eval.get("val_loss"))
         self.guard.last_good_checkpoint = str(path)
@@ -252,7 +233,7 @@ class Trainer:
         if changed:
             self.log(f"warning: {', '.join(changed)} changed since {path}: the run continues, but not as the "
                      f"uninterrupted run would have")
-        restore_train_state(saved, self.state, self.loader, self.guard, self.grad_scaler)
+        checkpoints.restore_train_state(saved, self.state, self.loader, self.guard, self.grad_scaler)
         self.guard.last_good_checkpoint = str(path)
         self.metrics.truncate_after(self.step)
         self.log(f"resumed from {path} at step {self.step}")
