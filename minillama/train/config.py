@@ -63,13 +63,13 @@ class TrainConfig:
                            "(cached after the first run); or a path to a tokenizer file (tiktoken rank format)")
     val_fraction: float = _data(0.1, "share of the tokens held out for validation when the corpus has no "
                                 "validation split (the tail: no window crosses it)")
-    seq_len: int = _data(256, "tokens per training window (at most the model's max_seq_len)")
+    seq_len: int = _data(128, "tokens per training window (at most the model's max_seq_len)")
     batch_size: int = _data(4, "windows per micro-batch on each device")
     grad_accum_steps: int = _data(1, "micro-batches whose gradients are summed into one optimizer step")
 
     # --- optimizer and schedule
-    max_steps: int = _optim(400, "optimizer steps in the run")
-    lr: float = _optim(2e-3, "peak learning rate (AdamW)")
+    max_steps: int = _optim(800, "optimizer steps in the run")
+    lr: float = _optim(1e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = _optim(0.0, "final learning rate as a fraction of lr")
     warmup_steps: int = _optim(40, "linear warmup steps from 0 to lr")
     schedule: str = _optim("wsd", f"learning-rate schedule after warmup: {', '.join(SCHEDULES)} "
@@ -100,7 +100,7 @@ class TrainConfig:
     seed: int = _hardware(1337, "seed of the weights, the data order and the samples")
 
     # --- evaluation, samples and checkpoints
-    eval_interval: int = _eval(100, "evaluate (val loss, bits per byte, samples) every this many steps")
+    eval_interval: int = _eval(200, "evaluate (val loss, bits per byte, samples) every this many steps")
     eval_batches: int = _eval(8, "batches per evaluation during the run; 0 = the whole validation split (the final "
                               "evaluation always uses all of it)")
     log_interval: int = _eval(10, "write a train record to metrics.jsonl every this many steps")
