@@ -36,7 +36,7 @@ def test_warmup_stable_decay_by_hand():
 
 def test_constant_and_dispatch():
     assert [constant_lr(s, 2.0, 2) for s in (0, 1, 5)] == [1.0, 2.0, 2.0]
-    config = TrainConfig(lr=1.0, min_lr_ratio=0.0, warmup_steps=2, max_steps=6)
+    config = TrainConfig(lr=1.0, min_lr_ratio=0.0, warmup_steps=2, max_steps=6, schedule="cosine")
     assert lr_at(3, config) == pytest.approx(0.5)
     assert [lr_at(s, config) for s in range(6)] == pytest.approx([cosine_lr(s, 1.0, 2, 6) for s in range(6)])
     wsd = config.replace(schedule="wsd", decay_fraction=0.5)
