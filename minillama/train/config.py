@@ -77,7 +77,7 @@ class TrainConfig:
     decay_fraction: float = _optim(0.3, "wsd only: share of max_steps spent in the final decay")
     weight_decay: float = _optim(0.1, "AdamW decoupled weight decay on matrices (not on norms)")
     beta1: float = _optim(0.9, "AdamW beta1")
-    beta2: float = _optim(0.95, "AdamW beta2 (Llama 3 uses 0.95)")
+    beta2: float = _optim(0.99, "AdamW beta2: 0.99 for small, noisy batches (the default run); Llama 3 uses 0.95")
     eps: float = _optim(1e-8, "AdamW epsilon")
     grad_clip: float = _optim(1.0, "clip the global gradient norm to this (0 disables clipping)")
     max_bad_steps: int = _optim(5, "abort after this many consecutive steps with a non-finite loss or gradient")
