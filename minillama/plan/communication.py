@@ -2,10 +2,9 @@
 
 FSDP all-gathers each unit's weights (forward and backward) and reduce-scatters its gradients; DDP all-reduces the
 gradients; tensor parallelism all-gathers and reduce-scatters activations inside each block. Bytes per GPU are
-counted collective by collective against PyTorch in the tests; the step time at a given MFU comes from
-``ModelConfig.flops_per_token`` and the GPU's peak (:mod:`minillama.gpus`). Chapter 9 derives the formulas.
+counted collective by collective against PyTorch in the tests; the step time at a given MFU comes from the FLOPs
+per token and the GPU's peak (:mod:`minillama.gpus`). Chapter 9 derives the formulas.
 
->>> from minillama.config import get_preset
 >>> from minillama.config import get_preset
 >>> p = plan_training(get_preset("llama3.1-8b"), gpus=8, gpu="h100", parallel="fsdp", activation_checkpointing=True)
 >>> round(p.memory.weights / 1e9, 2), p.fits, p.grad_accum_steps
@@ -35,8 +34,7 @@ INTERNODE_GBPS = 50.0
 def parse_count(text: str | int, *, binary: bool = False) -> int:
     """``"16M"`` -> a number. Suffixes K, M, B/G, T; powers of two with ``binary`` (batch sizes), else of ten.
 
-    Llama 3's "16M-token batch" is 2,048 sequences of 8,192 tokens = 2^24, so batch sizes read suffixes in powers of
-    two; token budgets ("15.6T tokens") in powers of ten.
+    Llama 3's "16M-token batch" is 2^24 tokens (2,048 x 8,192); token budgets ("15.6T tokens") are decimal.
 
     >>> parse_count("16M", binary=True), parse_count("15.6T"), parse_count("8192")
     (16777216, 15600000000000, 8192)
