@@ -2,10 +2,9 @@
 
 FSDP all-gathers each unit's weights (forward and backward) and reduce-scatters its gradients; DDP all-reduces the
 gradients; tensor parallelism all-gathers and reduce-scatters activations inside each block. Bytes per GPU are
-counted collective by collective against PyTorch in the tests; the step time at a given MFU comes from
-``ModelConfig.flops_per_token`` and the GPU's peak (:mod:`minillama.gpus`). Chapter 9 derives the formulas.
+counted collective by collective against PyTorch in the tests; the step time at a given MFU comes from the FLOPs
+per token and the GPU's peak (:mod:`minillama.gpus`). Chapter 9 derives the formulas.
 
->>> from minillama.config import get_preset
 >>> from minillama.config import get_preset
 >>> p = plan_training(get_preset("llama3.1-8b"), gpus=8, gpu="h100", parallel="fsdp", activation_checkpointing=True)
 >>> round(p.memory.weights / 1e9, 2), p.fits, p.grad_accum_steps
@@ -14,7 +13,6 @@ counted collective by collective against PyTorch in the tests; the step time at 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -36,8 +34,7 @@ INTERNODE_GBPS = 50.0
 def parse_count(text: str | int, *, binary: bool = False) -> int:
     """``"16M"`` -> a number. Suffixes K, M, B/G, T; powers of two with ``binary`` (batch sizes), else of ten.
 
-    Llama 3's "16M-token batch" is 2,048 sequences of 8,192 tokens = 2^24, so batch sizes read suffixes in powers of
-    two; token budgets ("15.6T tokens") in powers of ten.
+    Llama 3's "16M-token batch" is 2^24 tokens (2,048 x 8,192); token budgets ("15.6T tokens") are decimal.
 
     >>> parse_count("16M", binary=True), parse_count("15.6T"), parse_count("8192")
     (16777216, 15600000000000, 8192)
@@ -179,11 +176,9 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
     """Memory per GPU, step time and feasibility of training ``config`` with data parallelism, optionally with
     tensor parallelism over groups of ``tensor_parallel`` GPUs (FSDP only).
 
-    ``seq_len`` defaults to 8,192 (Llama 3's pre-training context) or the model's ``max_seq_len`` if shorter;
-    ``batch_tokens`` (``"16M"`` = 2^24) must be a whole number of sequences; ``micro_batch`` sequences per
-    data-parallel rank (per GPU without tensor parallelism) go through each forward/backward, and gradient
-    accumulation makes up the rest of the batch.
-    """
+    ``seq_len``: 8,192 (Llama 3's pre-training context) or the model's ``max_seq_len`` if shorter; ``batch_tokens``
+    (``"16M"`` = 2^24): a whole number of sequences; ``micro_batch`` sequences per data-parallel rank go through each
+    forward/backward, gradient accumulation makes up the rest of the batch."""
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; choose one of: {', '.join(GPUS)}")
     spec = GPUS[gpu]
@@ -196,7 +191,7 @@ def plan_training(config: ModelConfig, *, gpus: int, gpu: str = "h100", parallel
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
-    if not (math.isfinite(internode_gbps) and internode_gbps > 0):
+    if not 0 < internode_gbps < float("inf"):  # NaN fails too
         raise ValueError(f"internode_gbps must be a positive number of GB/s, got {internode_gbps!r}")
     if batch_tokens % seq_len:
         raise ValueError(f"batch_tokens ({batch_tokens:,}) must be a whole number of {seq_len:,}-token sequences")
