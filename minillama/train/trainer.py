@@ -166,7 +166,7 @@ class Trainer:
                     grad_norm = steps.clip_gradients(self.train_model, self.optimizer, config.grad_clip,
                                                      self.grad_scaler)                           # 4. clip
                     overflow = self.grad_scaler is not None and math.isfinite(loss) and not math.isfinite(grad_norm)
-                    applied = overflow or self.guard_accepts(loss, grad_norm)                   # 5. guard
+                    applied = self.guard_accepts(loss, grad_norm, overflow)                   # 5. guard
                     steps.optimizer_step(self.optimizer, applied, self.grad_scaler)               # 6. step
                     state.step += 1
                     state.tokens += self.tokens_per_step
@@ -192,11 +192,14 @@ class Trainer:
         """Whether a stop signal came (the distributed trainer's ranks vote, to stop at the same step)."""
         return stop.signal_number is not None
 
-    def guard_accepts(self, loss: float, grad_norm: float) -> bool:
+    def guard_accepts(self, loss: float, grad_norm: float, overflow: bool = False) -> bool:
         """The guard's verdict (non-finite or spiking loss); a bad step is logged first (the guard raises at one too
-        many). A spike is judged on the mean loss over ranks, the same on every rank (NaN stays NaN)."""
+        many). A spike is judged on the mean loss over ranks, the same on every rank (NaN stays NaN); that mean is a
+        collective, so every rank takes it at every step, even on a float16 overflow (the scaler's to skip)."""
         step = self.state.step + 1
         loss = self.mean_over_ranks(loss)
+        if overflow:
+            return True
         reason = self.guard.why_bad(loss, grad_norm)
         if reason is not None:
             self.metrics.log("skip", step, loss=loss, grad_norm=grad_norm)
