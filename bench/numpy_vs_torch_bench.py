@@ -60,7 +60,7 @@ def main() -> None:
     gains = [p for p in torch_model.parameters() if p.ndim < 2]
     torch_optimizer = torch.optim.AdamW(
         [{"params": matrices, "weight_decay": train_config.weight_decay}, {"params": gains, "weight_decay": 0.0}],
-        lr=train_config.max_lr, betas=(train_config.beta1, train_config.beta2), foreach=True,
+        lr=train_config.lr, betas=(train_config.beta1, train_config.beta2), foreach=True,
     )
     batch = np.random.default_rng(0).integers(0, config.vocab_size, (args.batch_size, args.seq_len + 1))
     x, y = batch[:, :-1], batch[:, 1:]

@@ -9,10 +9,10 @@ never inside the model, which also trains.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import pickle
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from minillama.device import DTYPES, resolve_device, resolve_dtype
 from minillama.errors import UserError, as_user_error
 from minillama.model import Llama
 
@@ -117,6 +118,35 @@ def generate(model: Llama, prompt: torch.Tensor | Sequence[int], max_new_tokens:
     return torch.cat([tokens, torch.stack(new, dim=1)], dim=1) if new else tokens
 
 
+def sample_texts(model: Llama, tokenizer, prompt: str, num_samples: int, max_new_tokens: int, *, seed: int,
+                 stop_at_end: bool = True, **kwargs) -> list[str]:
+    """``num_samples`` continuations of ``prompt`` as text, cut at the end-of-text token, from a generator seeded
+    with ``seed`` (the caller's random state is untouched); ``kwargs`` as for :func:`stream`.
+
+    ``stop_at_end=False`` always runs ``max_new_tokens`` steps (every rank of a sharded model must run the same
+    number of forwards). Runs eagerly: through compiled blocks every prompt length and decode position would be
+    one more graph to compile, for a few tokens.
+    """
+    end = "<|end_of_text|>"
+    ids = tokenizer.encode(prompt, disallowed_special=()) or [0]
+    stops = [tokenizer.special_tokens[end]] if end in tokenizer.special_tokens else []
+    generator = torch.Generator(model.tok_embeddings.weight.device).manual_seed(seed)
+    max_new_tokens = min(max_new_tokens, model.config.max_seq_len - len(ids))
+    eager = (torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance")
+             else contextlib.nullcontext())
+    was_training = model.training
+    model.eval()
+    texts = []
+    for _ in range(num_samples):
+        with eager:
+            out = generate(model, ids, max_new_tokens, stop_tokens=stops if stop_at_end else [],
+                           generator=generator, **kwargs)[0].tolist()
+        cut = next((k for k, i in enumerate(out) if i in stops), len(out))
+        texts.append(tokenizer.decode(out[:cut]))
+    model.train(was_training)
+    return texts
+
+
 # --- the `minillama generate` command ------------------------------------------------------------------------------
 
 
@@ -133,7 +163,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default: 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (the best available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
                         help="weights and cache dtype (auto: bfloat16 on a GPU, else the checkpoint's own)")
     parser.add_argument("--tokenizer", default="auto",
                         help="'llama3' (Meta's tokenizer), a tokenizer.model path, or auto: the checkpoint's "
@@ -154,34 +184,6 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if not 0 <= args.seed < 2**63:
         raise UserError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
-        raise UserError(f"--device must be cpu, cuda, cuda:N, mps or auto, got {name!r}")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: this PyTorch sees no CUDA GPU; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPUs here")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"--device {name}: MPS is not available here; use --device cpu")
-    return device
-
-
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """The dtype to run in; ``None`` keeps the checkpoint's (bfloat16 for Meta's and HF's releases)."""
-    if name != "auto":
-        return getattr(torch, name)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
 
 
 def checkpoint_folder(path: str | Path, best: bool = False) -> Path:
@@ -254,11 +256,12 @@ def run(args: argparse.Namespace) -> int:
     from minillama.weights import load_checkpoint
 
     check_arguments(args)
-    device = _pick_device(args.device)
+    device = resolve_device(args.device)
+    dtype = torch.float32 if args.dtype == "float32" else resolve_dtype(args.dtype, device)  # None: as saved
     folder = checkpoint_folder(args.checkpoint, best=args.best)
     with as_user_error(ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError,
                        prefix=f"cannot load {folder}: "):
-        model = load_checkpoint(folder, device=device, dtype=_pick_dtype(args.dtype, device))
+        model = load_checkpoint(folder, device=device, dtype=dtype)
         tokenizer = load_tokenizer(args.tokenizer, folder, model.config.vocab_size)
     if args.quantize:  # chapter 13's stage, imported only when asked for
         from minillama.quantize import quantize_model

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from importlib.resources import files
@@ -20,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from minillama.atomic import atomic_write
 from minillama.config import ModelConfig
 from minillama.data.loader import TrainLoader, eval_batches
 from minillama.data.tokenized import TokenizedCorpus, prepare_corpus
 from minillama.errors import UserError
 from minillama.model import Llama
 from minillama.train.config import TrainConfig
+from minillama.train.evaluate import loss_sums, metrics_from_sums
 from minillama.train.schedule import lr_at
 from minillama.train.step import train_step
 from minillama.train.trainer import build_optimizer, seed_everything
@@ -61,17 +61,11 @@ def params_and_flops(config: ModelConfig) -> tuple[int, int]:
     return config.num_params(embeddings=False), config.flops_per_token(SEQ_LEN)
 
 
-@torch.no_grad()
 def validation_loss(model: Llama, data: TokenizedCorpus) -> float:
-    """Mean cross-entropy (nats per token) on the first ``EVAL_BATCHES`` batches of the validation split."""
-    model.eval()
-    total, count = 0.0, 0
-    for inputs, targets in eval_batches(data.val, BATCH_SIZE, SEQ_LEN, max_batches=EVAL_BATCHES):
-        logits = model(inputs)  # (B, T, vocab)
-        total += float(F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"))
-        count += targets.numel()
-    model.train()
-    return total / count
+    """Mean cross-entropy (nats per token) on the first ``EVAL_BATCHES`` batches of the validation split (the
+    trainer's :func:`~minillama.train.evaluate.loss_sums`)."""
+    batches = eval_batches(data.val, BATCH_SIZE, SEQ_LEN, max_batches=EVAL_BATCHES)
+    return metrics_from_sums(loss_sums(model, batches, torch.from_numpy(data.token_bytes())))["val_loss"]
 
 
 def train_run(config: ModelConfig, data: TokenizedCorpus, tokens: int, *, lr: float = 3e-3, seed: int = 0,
@@ -83,8 +77,9 @@ def train_run(config: ModelConfig, data: TokenizedCorpus, tokens: int, *, lr: fl
     ``curve_points > 0`` also records the validation loss at that many evenly spaced steps (the ablation curves).
     """
     steps = max(1, round(tokens / (BATCH_SIZE * SEQ_LEN)))
-    train_config = TrainConfig(seq_len=SEQ_LEN, batch_size=BATCH_SIZE, max_steps=steps, lr=lr,
-                               warmup_steps=max(1, steps // 20), min_lr_ratio=0.1, device="cpu", seed=seed)
+    train_config = TrainConfig(seq_len=SEQ_LEN, batch_size=BATCH_SIZE, max_steps=steps, lr=lr, schedule="cosine",
+                               warmup_steps=max(1, steps // 20), min_lr_ratio=0.1, beta2=0.95, device="cpu",
+                               seed=seed)
     seed_everything(seed)
     model = Llama(config)
     optimizer = build_optimizer(model, train_config, torch.device("cpu"))
@@ -175,11 +170,8 @@ def load_recorded(experiment: str) -> dict[str, Any]:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically (a temporary file renamed over the target)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    """Write ``payload`` atomically (:func:`~minillama.atomic.atomic_write`)."""
+    atomic_write(path, json.dumps(payload, indent=1) + "\n")
 
 
 def log(text: str) -> None:

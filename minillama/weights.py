@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from minillama.atomic import atomic_write
 from minillama.config import PRESETS, ModelConfig
 from minillama.model import Llama
 
@@ -332,35 +332,15 @@ def _fill_from_preset(config: ModelConfig) -> ModelConfig:
 # --- files -----------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, fsync it, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata={"format": "pt"}))
+    atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata={"format": "pt"}))
 
 
 def _read_safetensors(path: Path) -> StateDict:
@@ -388,7 +368,7 @@ def save_checkpoint(model: Llama, path: str | Path, tokenizer_file: str | Path |
         for source, target in ((tokenizer_file, "tokenizer.model"), (sidecar, "tokenizer.model.json")):
             if source.exists() or source == tokenizer_file:
                 data = source.read_bytes()
-                _atomic_write(path / target, lambda tmp, data=data: tmp.write_bytes(data))
+                atomic_write(path / target, lambda tmp, data=data: tmp.write_bytes(data))
     return path
 
 

@@ -4,7 +4,7 @@ On CUDA the trainer builds the model on the meta device, gathers FSDP's weights 
 and uses the fused AdamW kernel; on CPU it does none of these. The switches are seams that are easy to force from a
 test process without touching the package:
 
-* ``meta_init``: :func:`minillama.parallel.training.distributed_trainer` passes ``meta_init`` only for CUDA; the
+* ``meta_init``: :class:`minillama.parallel.training.DistributedTrainer` uses ``meta_init`` only on CUDA; the
   scenarios replace the ``Trainer`` it calls by one that always gets ``meta_init=True``;
 * bfloat16: ``dtype="bfloat16"`` in the config is what ``dtype="auto"`` becomes on a GPU (autocast and FSDP's
   ``param_dtype``);
@@ -72,33 +72,30 @@ def compiling_with(backend) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def gpu_switches(meta_init: bool = False, fused_adamw: bool = False) -> Iterator[None]:
-    """Make ``distributed_trainer`` build its ``Trainer`` as it does on CUDA: on the meta device, with fused AdamW."""
-    import minillama.parallel.training as training
+def gpu_switches(fused_adamw: bool = False) -> Iterator[None]:
+    """Make the trainer build AdamW as it does on CUDA: the fused kernel."""
     import minillama.train.trainer as trainer_module
 
-    trainer_class, build_optimizer = training.Trainer, trainer_module.build_optimizer
-    if meta_init:
-        training.Trainer = lambda *args, **kwargs: trainer_class(*args, **{**kwargs, "meta_init": True})
+    build_optimizer = trainer_module.build_optimizer
     if fused_adamw:
         trainer_module.build_optimizer = lambda model, config, device: build_optimizer(model, config,
                                                                                       torch.device("cuda"))
     try:
         yield
     finally:
-        training.Trainer, trainer_module.build_optimizer = trainer_class, build_optimizer
+        trainer_module.build_optimizer = build_optimizer
 
 
 def _train(workdir: Path, corpus: Path, ctx, name: str, *, meta_init: bool = False, fused_adamw: bool = False,
            counter: CompileCounter | None = None, inspect: bool = False, **overrides) -> dict:
-    """Run ``distributed_trainer`` under FSDP on the global batch of the single-process reference; what it built
+    """Run the ``DistributedTrainer`` under FSDP on the global batch of the single-process reference; what it built
     (``inspect``: and what :func:`_materialized` finds in the model before training)."""
-    from minillama.parallel.training import distributed_trainer
+    from minillama.parallel.training import DistributedTrainer
 
     config = run_config(workdir / name, corpus, parallel="fsdp", batch_size=2, **overrides)
     compiling = compiling_with(counter) if counter is not None else contextlib.nullcontext()
-    with gpu_switches(meta_init, fused_adamw), compiling:
-        trainer = distributed_trainer(config, ctx, log=lambda text: None)
+    with gpu_switches(fused_adamw), compiling:
+        trainer = DistributedTrainer(config, ctx, log=lambda text: None, meta_init=meta_init or None)
         if counter is not None:
             trainer.samples = _flagging(trainer.samples, counter)
         record = {"optimizer_fused": bool(trainer.optimizer.defaults.get("fused")),

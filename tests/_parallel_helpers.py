@@ -66,9 +66,9 @@ def _entry(rank: int, function, world_size: int, port: int, args: tuple) -> None
 
 
 def _fit(config: TrainConfig, ctx):
-    from minillama.parallel.training import distributed_trainer
+    from minillama.parallel.training import DistributedTrainer
 
-    trainer = distributed_trainer(config, ctx, log=lambda text: None)
+    trainer = DistributedTrainer(config, ctx, log=lambda text: None)
     return trainer, trainer.fit
 
 

@@ -15,9 +15,9 @@ from minillama.train.config import TrainConfig
 
 
 def _fit(config: TrainConfig, ctx):
-    from minillama.parallel.training import distributed_trainer
+    from minillama.parallel.training import DistributedTrainer
 
-    trainer = distributed_trainer(config, ctx, log=lambda text: None)
+    trainer = DistributedTrainer(config, ctx, log=lambda text: None)
     trainer.fit()
     return trainer
 

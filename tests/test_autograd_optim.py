@@ -100,11 +100,29 @@ def test_clip_grad_norm_matches_torch(max_norm: float, norm_type: float) -> None
         np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-12)
 
 
-def test_cosine_lr_warmup_then_cosine_then_floor() -> None:
-    lrs = [optim.cosine_lr(s, max_lr=1.0, min_lr=0.1, warmup_steps=2, total_steps=6) for s in range(8)]
-    cosine = [0.1 + 0.45 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]  # 4 decay steps after the warmup
-    expected = [0.5, 1.0, *cosine, 0.1, 0.1]
-    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
-    assert optim.cosine_lr(0, max_lr=3.0, min_lr=0.0, warmup_steps=0, total_steps=10) == 3.0
-    with pytest.raises(ValueError, match="warmup_steps <= total_steps"):
-        optim.cosine_lr(0, max_lr=1.0, min_lr=0.0, warmup_steps=5, total_steps=2)
+def test_cosine_lr_by_hand_table() -> None:
+    """The one warmup + cosine convention of both stages: the peak once (step W - 1), the floor at step N - 1."""
+    lrs = [optim.cosine_lr(s, 1.0, 2, 6) for s in range(8)]
+    expected = [0.5, 1.0, 0.8535534, 0.5, 0.1464466, 0.0, 0.0, 0.0]  # cos(pi k / 4) for k = 1..4 after the peak
+    np.testing.assert_allclose(lrs, expected, atol=1e-7)
+    assert optim.cosine_lr(7, 1.0, 2, 6, min_lr=0.1) == 0.1
+    assert optim.cosine_lr(0, 3.0, 0, 10) == pytest.approx(1.5 * (1 + math.cos(math.pi / 10)))
+    for args in [(-1, 1.0, 2, 6), (0, 1.0, -1, 6), (0, 1.0, 7, 6)]:
+        with pytest.raises(ValueError, match="warmup_steps <= max_steps"):
+            optim.cosine_lr(*args)
+
+
+def test_cosine_lr_matches_torch_linear_warmup_then_cosine_annealing() -> None:
+    max_lr, warmup, steps, floor = 1.0, 3, 10, 0.1
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup - 1),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps - warmup, eta_min=floor)],
+        milestones=[warmup - 1])
+    theirs = []
+    for _ in range(steps):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    ours = [optim.cosine_lr(s, max_lr, warmup, steps, floor) for s in range(steps)]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9)

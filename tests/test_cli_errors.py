@@ -78,7 +78,7 @@ GENERATE = [
     (["--max-new-tokens", "-5"], "--max-new-tokens must be at least 1"),
     (["--top-k", "0"], "--top-k must be at least 1"),
     (["--seed", "-1"], "--seed must be between"),
-    (["--device", "tpu"], "--device must be cpu, cuda"),
+    (["--device", "tpu"], "use cpu, cuda, cuda:N, mps or auto"),
     pytest.param(["--device", "cuda"], "sees no CUDA GPU", marks=pytest.mark.skipif(not NO_GPU, reason="a GPU")),
     (["--tokenizer", "{root}/missing.model"], "no tokenizer at"),
     (["--tokenizer", "{big_model}"], "more than the model's vocabulary"),

@@ -455,5 +455,5 @@ def test_the_plain_trainer_refuses_float8_it_cannot_apply(tmp_path):
     corpus.write_text("To be, or not to be, that is the question. " * 400)
     config = TrainConfig(model="nano", corpus=str(corpus), float8=True, device="cpu", run_dir=str(tmp_path / "r"),
                          progress=False)
-    with pytest.raises(ValueError, match="wrap_model"):
+    with pytest.raises(ValueError, match="float8 is applied by minillama.parallel"):
         Trainer(config, log=lambda text: None)

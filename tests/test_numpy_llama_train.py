@@ -88,9 +88,9 @@ def test_bits_per_byte_by_hand():
 
 def test_train_config_validation():
     with pytest.raises(ValueError, match="warmup_steps"):
-        TrainConfig(steps=10, warmup_steps=20)
-    with pytest.raises(ValueError, match="min_lr"):
-        TrainConfig(max_lr=1e-3, min_lr=1e-2)
+        TrainConfig(max_steps=10, warmup_steps=20)
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        TrainConfig(lr=1e-3, min_lr_ratio=10.0)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
 
@@ -110,8 +110,8 @@ def test_training_learns_a_deterministic_sequence():
     tokens = np.tile(np.random.default_rng(0).permutation(vocab), 200)
     config = get_preset("nano", dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=vocab, max_seq_len=32)
     model = Llama(config)
-    train_config = TrainConfig(steps=60, batch_size=8, seq_len=16, max_lr=1e-2, min_lr=1e-3, warmup_steps=5,
-                               eval_every=30, eval_batches=2, log_every=10)
+    train_config = TrainConfig(max_steps=60, batch_size=8, seq_len=16, lr=1e-2, min_lr_ratio=0.1,
+                               warmup_steps=5, eval_interval=30, eval_batches=2, log_interval=10)
     before = estimate_loss(model, tokens, train_config)
     logged = []
     history = train(model, tokens, tokens, train_config, log=logged.append)
@@ -124,8 +124,8 @@ def test_training_learns_a_deterministic_sequence():
 
 
 def _cosine(step, total, warmup, max_lr=1e-2, min_lr=1e-3):
-    """The warmup + cosine schedule after the warmup, written out by hand."""
-    progress = (step - warmup) / (total - warmup)
+    """The warmup + cosine schedule after the warmup, written out by hand (the peak is step ``warmup - 1``)."""
+    progress = (step - warmup + 1) / (total - warmup)
     return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -133,9 +133,9 @@ def test_command_line_run_writes_metrics(tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("To be, or not to be, that is the question.\n" * 200)
     out = tmp_path / "run.json"
-    metrics = main(["--preset", "nano", "--text", str(text), "--vocab-size", "300", "--steps", "4",
-                    "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--eval-every", "2",
-                    "--eval-batches", "1", "--log-every", "2", "--out", str(out)])
+    metrics = main(["--preset", "nano", "--text", str(text), "--vocab-size", "300", "--max-steps", "4",
+                    "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--eval-interval", "2",
+                    "--eval-batches", "1", "--log-interval", "2", "--out", str(out)])
     assert out.exists()
     assert metrics["tokenizer_vocab_size"] <= 300 and metrics["model_config"]["vocab_size"] <= 300
     assert [r["step"] for r in metrics["history"]] == [2, 4]

@@ -25,7 +25,7 @@ from minillama.parallel.distributed import init_distributed
 from minillama.parallel.parallelize import ParallelConfig
 from minillama.parallel.sharded_checkpoint import ShardedCheckpointer
 from minillama.parallel.tensor_parallel import check_tensor_parallel
-from minillama.parallel.training import distributed_trainer
+from minillama.parallel.training import DistributedTrainer
 from minillama.train.config import TrainConfig
 from minillama.train.metrics import read_metrics
 from minillama.train.trainer import Trainer
@@ -48,8 +48,8 @@ def runs(tmp_path_factory):
         corpus = small_corpus(workdir, chars=19_700)
         single = Trainer(run_config(workdir / "single", corpus, num_samples=1), log=_quiet)
         single.fit()
-        one = Trainer(run_config(workdir / "resumed_1to_tp2", corpus), log=_quiet,
-                      checkpointer=ShardedCheckpointer(workdir / "resumed_1to_tp2" / "checkpoints"))
+        one = Trainer(run_config(workdir / "resumed_1to_tp2", corpus), log=_quiet)
+        one.checkpointer = ShardedCheckpointer(workdir / "resumed_1to_tp2" / "checkpoints")
         one.fit(stop_at=4)
         spawn(two_rank_tensor_parallel, str(workdir), str(corpus), world_size=2)
         spawn(four_rank_2d, str(workdir), str(corpus), world_size=4, timeout_s=300)
@@ -58,7 +58,7 @@ def runs(tmp_path_factory):
         shutil.rmtree(workdir / "resumed_tp2_to1" / "checkpoints" / "step_8")
         config = run_config(workdir / "resumed_tp2_to1", corpus, batch_size=4, parallel="fsdp", tensor_parallel=1,
                             resume=str(workdir / "resumed_tp2_to1"))
-        resumed = distributed_trainer(config, init_distributed("cpu", group_of_one=True), log=_quiet)
+        resumed = DistributedTrainer(config, init_distributed("cpu", group_of_one=True), log=_quiet)
         assert resumed.step == 4
         resumed.fit()
     torch.set_num_threads(threads)
@@ -162,7 +162,7 @@ def test_resume_starts_at_the_checkpoint(runs):
 def test_tensor_parallel_needs_fsdp():
     with pytest.raises(ValueError, match="--parallel fsdp"):
         TrainConfig(tensor_parallel=2, parallel="ddp")
-    with pytest.raises(ValueError, match="FSDP only"):
+    with pytest.raises(ValueError, match="FSDP only.*--parallel fsdp"):  # one rule, one message
         ParallelConfig(data_parallel="ddp", tensor_parallel=2)
     with pytest.raises(ValueError, match="tensor_parallel must be positive"):
         TrainConfig(tensor_parallel=0)
@@ -187,4 +187,4 @@ def test_real_presets_split_eight_ways():
 def test_world_size_must_be_a_multiple_of_tp(tmp_path):
     config = run_config(tmp_path / "run", tmp_path / "corpus.txt", parallel="fsdp", tensor_parallel=2)
     with pytest.raises(ValueError, match="tensor-parallel groups of 2"):
-        distributed_trainer(config, init_distributed("cpu"), log=_quiet)
+        DistributedTrainer(config, init_distributed("cpu"), log=_quiet)

@@ -25,7 +25,7 @@ from minillama.config import get_preset
 from minillama.data.loader import eval_windows
 from minillama.parallel.distributed import init_distributed
 from minillama.parallel.sharded_checkpoint import ShardedCheckpointer, is_sharded_checkpoint
-from minillama.parallel.training import distributed_trainer
+from minillama.parallel.training import DistributedTrainer
 from minillama.train.metrics import read_metrics
 from minillama.train.trainer import Trainer
 
@@ -51,8 +51,8 @@ def runs(tmp_path_factory):
         assert [len(eval_windows(len(single.data.val), 32, r, WORLD_SIZE)) for r in range(WORLD_SIZE)] == [31, 30]
         single.fit()
         # One process writes a sharded checkpoint at step 4; the two ranks continue it (1 -> 2).
-        one = Trainer(run_config(workdir / "resumed_1to2", corpus), log=_quiet,
-                      checkpointer=ShardedCheckpointer(workdir / "resumed_1to2" / "checkpoints"))
+        one = Trainer(run_config(workdir / "resumed_1to2", corpus), log=_quiet)
+        one.checkpointer = ShardedCheckpointer(workdir / "resumed_1to2" / "checkpoints")
         one.fit(stop_at=4)
         spawn(two_rank_scenarios, str(workdir), str(corpus))
         # 2 -> 1: the FSDP run's folder as it was at its step-4 checkpoint, continued by one process.
@@ -60,7 +60,7 @@ def runs(tmp_path_factory):
         shutil.rmtree(workdir / "resumed_2to1" / "checkpoints" / "step_8")
         config = run_config(workdir / "resumed_2to1", corpus, batch_size=4, num_samples=1,
                             resume=str(workdir / "resumed_2to1"))
-        resumed = distributed_trainer(config, init_distributed("cpu"), log=_quiet)
+        resumed = DistributedTrainer(config, init_distributed("cpu"), log=_quiet)
         assert resumed.step == 4 and isinstance(resumed.checkpointer, ShardedCheckpointer)
         resumed.fit()
     torch.set_num_threads(threads)

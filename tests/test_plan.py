@@ -14,6 +14,7 @@ from _parallel_helpers import spawn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import checkpoint
 
+from minillama import gpus
 from minillama.cli import main
 from minillama.config import get_preset
 from minillama.plan import (
@@ -276,8 +277,7 @@ def _data_parallel_collectives() -> dict:
                 model.register_comm_hook(None, logged_all_reduce)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
             log.clear()
-            train_step(model, optimizer, micro_batches, lr=1e-3, grad_clip=1.0,
-                       autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+            train_step(model, optimizer, micro_batches, lr=1e-3, grad_clip=1.0, amp_dtype=torch.bfloat16)
             results[name] = list(log)
     finally:
         dist.all_gather_single, dist.reduce_scatter_single = all_gather, reduce_scatter
@@ -672,12 +672,15 @@ def test_gpu_table():
         assert gpu_for_device_name(device_name) == key, device_name
 
 
-def test_gpu_table_agrees_with_the_trainers_mfu_table():
-    from minillama.train.metrics import peak_flops_for_name
+def test_the_trainers_mfu_reads_the_plan_table():
+    from minillama.train import metrics
 
+    assert metrics.peak_flops_for_name is gpus.peak_flops_for_name  # one table: minillama.gpus
+    assert gpus.peak_flops_for_name("NVIDIA GeForce RTX 3060") is None
     for device_name in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA A100-SXM4-80GB",
                         "NVIDIA L4", "Tesla T4", "AMD Instinct MI300X"):
-        assert peak_flops_for_name(device_name) == GPUS[gpu_for_device_name(device_name)].peak_flops, device_name
+        expected = GPUS[gpu_for_device_name(device_name)].peak_flops
+        assert gpus.peak_flops_for_name(device_name) == expected, device_name
 
 
 def test_parse_count():

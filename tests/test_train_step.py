@@ -69,15 +69,12 @@ def test_a_non_finite_step_changes_nothing():
     with torch.no_grad():
         model.layers[0].attention.wq.weight[0, 0] = math.nan
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    guard = NonFiniteGuard(max_bad_steps=3)
-    result = train_step(model, adamw, [(inputs, targets)], lr=1e-2, grad_clip=1.0,
-                        accept=lambda loss, norm: guard.check(0, loss, norm))
+    result = train_step(model, adamw, [(inputs, targets)], lr=1e-2, grad_clip=1.0)
     assert not result.applied and math.isnan(result.loss)
     assert adamw.state_dict()["state"] == {}  # no moment was updated
     for name, p in model.named_parameters():
         assert torch.equal(p.detach(), before[name]) or name.endswith("wq.weight"), name
         assert p.grad is None
-    assert guard.consecutive == 1 and guard.total_skipped == 1
 
 
 def test_guard_counts_in_a_row_and_resets():

@@ -106,6 +106,17 @@ def test_a_checkpoint_round_trips_and_is_a_model_folder(tmp_path):
     assert torch.equal(load_checkpoint(path).norm.weight, model.norm.weight)  # `minillama generate` can read it
 
 
+def test_a_model_that_is_not_a_minillama_llama_is_named_in_one_line(tmp_path):
+    wrapped = torch.nn.Sequential(_model())  # a wrapper, as DDP or a user's own module would be
+    optimizer = torch.optim.AdamW(wrapped.parameters())
+    for call in (lambda: Checkpointer(tmp_path).save(1, wrapped, optimizer, {"step": 1}),
+                 lambda: Checkpointer(tmp_path).load(tmp_path, wrapped)):
+        with pytest.raises(TypeError, match=r"^checkpoints hold a minillama.model.Llama, got Sequential: pass the "
+                                            r"bare model[^\n]*$"):
+            call()
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
 def test_resolve_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_checkpoint(tmp_path / "nowhere")

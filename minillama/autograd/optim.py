@@ -6,7 +6,7 @@ They update ``param.data`` in place from ``param.grad`` with the same formulas, 
     optimizer = AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, max_lr=3e-4, min_lr=3e-5, warmup_steps=100, total_steps=steps)
+            group["lr"] = cosine_lr(step, max_lr=3e-4, warmup_steps=100, max_steps=steps, min_lr=3e-5)
         loss = model.loss(batch)
         optimizer.zero_grad()
         loss.backward()
@@ -156,18 +156,34 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     return total
 
 
-def cosine_lr(step: int, *, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Learning rate at ``step``: linear warmup to ``max_lr`` over ``warmup_steps``, then a half cosine down to
-    ``min_lr`` at ``total_steps`` {cite}`loshchilov2017sgdr`, then ``min_lr``. A pure function of the step.
+def weight_decay_groups(parameters: Iterable[Any], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's two parameter groups, for either engine: matrices (embeddings, projections) decayed, vectors (norm
+    gains) not: pulling a scale towards 0 is a bias, not a regularizer (Llama, GPT-2).
 
-    Example with ``max_lr=1, min_lr=0.1, warmup_steps=2, total_steps=6``: steps 0..6 give
-    0.5, 1.0, 1.0, 0.8682, 0.55, 0.2318, 0.1.
+    >>> [len(g["params"]) for g in weight_decay_groups([np.zeros((2, 2)), np.zeros(2)], 0.1)]
+    [1, 1]
     """
-    if warmup_steps < 0 or total_steps < warmup_steps:
-        raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {warmup_steps} and {total_steps}")
+    parameters = [p for p in parameters if getattr(p, "requires_grad", True)]
+    return [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def cosine_lr(step: int, max_lr: float, warmup_steps: int, max_steps: int, min_lr: float = 0.0) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warmup, then a half cosine down to ``min_lr``
+    {cite}`loshchilov2017sgdr`, reached at the last step ``max_steps - 1`` and kept after it. A pure function of
+    the step, so a resumed run continues on the same curve.
+
+    Warmup is ``max_lr (step + 1) / warmup_steps``: step 0 already learns a little, step ``warmup_steps - 1`` is
+    the peak, and the cosine starts from there, so the peak is used once (PyTorch's ``LinearLR`` then
+    ``CosineAnnealingLR``). Example with ``max_lr=1, warmup_steps=2, max_steps=6``: steps 0..5 give
+    ``0.5, 1.0, 0.854, 0.5, 0.146, 0.0``.
+    """
+    if step < 0 or warmup_steps < 0 or warmup_steps > max_steps:
+        raise ValueError(f"need step >= 0 and 0 <= warmup_steps <= max_steps, got step={step}, "
+                         f"warmup_steps={warmup_steps}, max_steps={max_steps}")
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
-    if step >= total_steps:
+    if step >= max_steps - 1:
         return min_lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = (step - warmup_steps + 1) / (max_steps - warmup_steps)  # in (0, 1) after the warmup
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))

@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from dataclasses import fields
 from pathlib import Path
 
+from minillama.atomic import atomic_write
 from minillama.errors import UserError
 
 DESCRIPTION = """\
@@ -93,12 +95,16 @@ def _train_classifier(args: argparse.Namespace) -> int:
     path = Path(args.train_classifier)
     if path.suffix != ".npz":
         raise UserError(f"the classifier file must end in .npz, got {path}")
-    partial = path.with_name(path.stem + ".partial.npz")
-    classifier.save(partial)
-    partial.replace(path)
+    atomic_write(path, lambda file: file.write_bytes(_npz_bytes(classifier)))
     print(json.dumps(metrics, indent=2))
     print(f"saved {path}")
     return 0
+
+
+def _npz_bytes(classifier) -> bytes:
+    buffer = io.BytesIO()  # np.savez would add ".npz" to a temporary file's name: write the bytes instead
+    classifier.save(buffer)
+    return buffer.getvalue()
 
 
 def _curate(args: argparse.Namespace) -> int:

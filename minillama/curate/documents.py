@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from minillama.atomic import atomic_write
 from minillama.errors import UserError
 
 PROSE_SUFFIXES = (".txt", ".md", ".rst")
@@ -80,18 +81,16 @@ def _jsonl_documents(path: Path) -> Iterator[Document]:
 
 
 def write_jsonl(documents: Iterable[Document], path: str | Path) -> int:
-    """Write documents as JSON lines (atomically: a temporary file renamed into place); returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    """Write documents as JSON lines (:func:`~minillama.atomic.atomic_write`: a bad document further up the stream,
+    or Ctrl-C, leaves nothing half-written behind); returns the count."""
     count = 0
-    try:
-        with open(partial, "w", encoding="utf-8") as f:
+
+    def write(file: Path) -> None:
+        nonlocal count
+        with open(file, "w", encoding="utf-8") as f:
             for document in documents:
                 f.write(json.dumps(asdict(document), ensure_ascii=False) + "\n")
                 count += 1
-    except BaseException:  # a bad document further up the stream, or Ctrl-C: leave nothing half-written behind
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(path)
+
+    atomic_write(path, write)
     return count

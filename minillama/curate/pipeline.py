@@ -11,13 +11,13 @@ dropped, and, when the input carries ground-truth ``kind`` labels (the dirty cor
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from minillama.atomic import atomic_write
 from minillama.curate.classifier import QualityClassifier
 from minillama.curate.documents import Document, write_jsonl
 from minillama.curate.exact import ExactDedup
@@ -173,12 +173,6 @@ def format_report(counts: dict[str, StageCounts], width: int = 84) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def curate_to_folder(documents: Iterable[Document], output: str | Path, config: CurateConfig = CurateConfig(),
                      ) -> dict[str, StageCounts]:
     """Run the pipeline and write ``output/kept.jsonl`` and ``output/report.json``, each atomically."""
@@ -187,5 +181,5 @@ def curate_to_folder(documents: Iterable[Document], output: str | Path, config: 
     stream, counts = curate(documents, config)
     write_jsonl(stream, output / "kept.jsonl")
     report = {"config": asdict(config), "stages": report_dict(counts)}
-    _atomic_write_text(output / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(output / "report.json", json.dumps(report, indent=2) + "\n")
     return counts

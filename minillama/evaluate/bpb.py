@@ -4,21 +4,19 @@ A per-token loss compares only models that cut text the same way: a tokenizer wi
 predictions. Dividing the summed loss (nats) by the UTF-8 bytes the predicted tokens stand for, and by ln 2, gives
 bits per byte, the cost of the *text*, whatever the vocabulary (Gao et al. 2020, The Pile).
 
-The trainer computes it inside ``Trainer.evaluate`` (a method bound to a running trainer, so it cannot be imported
-alone); :func:`bits_per_byte` is the same sweep and the same formula for any model, token array and tokenizer:
+The trainer's :mod:`minillama.train.evaluate` holds the sums and the formula; :func:`bits_per_byte` applies them to
+any model, token array and tokenizer:
 the validation split's consecutive windows (:func:`minillama.data.loader.eval_batches`), the byte length of every
 token id (``TokenizedCorpus.token_bytes`` for our BPE, :func:`token_byte_lengths` for any tokenizer).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from minillama.data.loader import eval_batches
+from minillama.train.evaluate import loss_sums, metrics_from_sums
 
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
@@ -34,29 +32,21 @@ def token_byte_lengths(tokenizer) -> np.ndarray:
     return lengths
 
 
-@torch.no_grad()
 def bits_per_byte(model: torch.nn.Module, tokens: np.ndarray, token_bytes: np.ndarray, seq_len: int,
                   batch_size: int = 8, max_batches: int = 0) -> dict[str, float]:
     """Loss (nats per token) and bits per byte of ``model`` on ``tokens``, swept in consecutive windows.
 
-    ``bpb = sum of losses (nats) / bytes of the predicted tokens / ln 2``, as the trainer reports it.
+    ``bpb = sum of losses (nats) / bytes of the predicted tokens / ln 2``: the trainer's own sums
+    (:func:`minillama.train.evaluate.loss_sums`), for any model, token array and byte table.
     """
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    byte_table = torch.as_tensor(token_bytes, device=device)
-    loss_sum, n_tokens, n_bytes = 0.0, 0, 0
-    for inputs, targets in eval_batches(tokens, batch_size, seq_len, max_batches=max_batches, device=device):
-        logits = model(inputs)  # (B, T, vocab)
-        B, T, V = logits.shape  # batch, time, vocab
-        loss_sum += F.cross_entropy(logits.float().view(B * T, V), targets.reshape(B * T), reduction="sum").item()
-        n_tokens += B * T
-        n_bytes += int(byte_table[targets].sum())
-    model.train(was_training)
-    if n_bytes == 0:
+    batches = eval_batches(tokens, batch_size, seq_len, max_batches=max_batches, device=device)
+    totals = loss_sums(model, batches, torch.as_tensor(token_bytes, device=device))
+    if totals[2] == 0:
         raise ValueError("the predicted tokens are all special tokens: there is no text to measure bits per byte on")
-    return {"loss": loss_sum / n_tokens, "bpb": loss_sum / n_bytes / math.log(2), "tokens": n_tokens,
-            "bytes": n_bytes}
+    metrics = metrics_from_sums(totals)
+    return {"loss": metrics["val_loss"], "bpb": metrics["val_bpb"], "tokens": metrics["val_tokens"],
+            "bytes": int(totals[2])}
 
 
 def text_bits_per_byte(model: torch.nn.Module, tokenizer, text: str, seq_len: int | None = None,

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from minillama.atomic import atomic_write
 from minillama.errors import UserError
 
 
@@ -93,7 +94,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write atomically: a temporary file beside ``path``, then a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write atomically (:func:`~minillama.atomic.atomic_write`)."""
+    atomic_write(path, text)

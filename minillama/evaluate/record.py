@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from minillama.atomic import atomic_write
+
 SEEDS = (1337, 1, 2)
 SHOTS = (0, 1, 5)
 FEWSHOT_SEEDS = (1234, 1, 2)
@@ -136,10 +138,7 @@ def record(runs: Path, out: Path) -> dict:
         "llama3": {"tokens": len(meta.encode_ordinary(text))},
     }
     result["cpu_seconds"] = round(time.process_time() - started, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    atomic_write(out, json.dumps(result, indent=1) + "\n")
     return result
 
 

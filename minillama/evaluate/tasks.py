@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from minillama.atomic import atomic_write
 from minillama.errors import UserError
 
 
@@ -64,13 +65,8 @@ def read_jsonl(path: str | Path) -> list[Item]:
 
 def write_jsonl(items: Sequence[Item], path: str | Path) -> Path:
     """Write items one per line (UTF-8, keys in a fixed order) so files diff and hash reproducibly."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({**asdict(item), "choices": list(item.choices)}, ensure_ascii=False) for item in items]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, "".join(line + "\n" for line in lines))
 
 
 def fewshot_examples(task: Task, item: Item, shots: int, seed: int) -> list[Item]:

@@ -1,60 +1,17 @@
 """FP8 training of the transformer blocks' matmuls through torchao's float8 (Micikevicius et al. 2022).
 
-An H100's tensor cores multiply 8-bit floating-point matrices at twice their bf16 rate (1979 vs 989 dense TFLOP/s).
-FP8 training keeps everything as it is in bf16 mixed precision except the three matmuls of each ``nn.Linear``,
-which read 8-bit copies of their operands:
+An H100 multiplies 8-bit float matrices at twice its bf16 rate. Only the three matmuls of each block ``nn.Linear``
+read 8-bit copies of their operands (activations and weights in e4m3, gradients in e5m2), each scaled per tensor
+from its current ``amax`` (dynamic scaling) and accumulated in fp32; master weights, AdamW's state, attention,
+norms, the embedding and the output head stay in high precision. Chapter 8 derives the formats and the scaling;
+:func:`to_float8` is the cast in four lines, and ``tests/test_float8.py`` checks torchao against it.
 
-    forward      y     = x  @ W^T       x (activations) and W (weights) in e4m3
-    backward     dL/dx = g  @ W         g = dL/dy (gradients) in e5m2, W in e4m3
-                 dL/dW = g^T @ x
-
-**Two formats.** e4m3 (4 exponent bits, 3 mantissa bits, largest value 448) is the more precise one, for weights and
-activations; e5m2 (5 and 2, largest 57344) has the range that gradients need (torchao's ``"tensorwise"`` recipe;
-its ``"rowwise"`` recipes use e4m3 everywhere). Three mantissa bits mean a relative rounding error of up to 1/16 per
-value, 16 times bf16's; the products are still accumulated in fp32 by the tensor cores and written out in bf16.
-
-**Scaling, per tensor and dynamic.** 448 is small: most activations would lose their low bits and gradients would
-underflow to zero. So each operand is multiplied by a scale before the cast, chosen from its largest magnitude
-(``amax``) so that the largest value lands on the format's largest one, and the matmul divides it out::
-
-    s = 448 / amax(|x|)            x_fp8 = saturate(x * s).to(e4m3)       x ~= x_fp8 / s
-    y = (x_fp8 @ W_fp8^T) / (s_x * s_w)                                   (torch._scaled_mm: one kernel)
-
-*Dynamic* scaling computes ``amax`` from the tensor being cast, at every step (one extra reduction, which
-``torch.compile`` fuses into the cast); NVIDIA's Transformer Engine introduced *delayed* scaling, an ``amax``
-history from earlier steps, which saves the reduction but clips a tensor that suddenly grows. torchao keeps
-dynamic scaling only. :func:`to_float8` is the cast in four lines, and ``tests/test_float8.py`` checks torchao's
-layers against it.
-
-**What stays in high precision.** The weights themselves (fp32 master weights, cast to e4m3 at each use) and
-AdamW's state; attention's two matmuls (SDPA, flash attention in bf16); RMSNorm, RoPE, SwiGLU's elementwise product,
-the residual additions; the embedding; and the output head. The head is left out on purpose, as torchtitan does:
-its logits feed the softmax of the loss, and a vocabulary-sized matmul with 3-bit mantissas costs accuracy for a
-single layer's speed (DeepSeek-V3 also keeps its embedding and output head in bf16). So are layers whose in or out
-features are not multiples of 16, which ``torch._scaled_mm`` cannot run. Small matmuls gain little or nothing (the
-casts are memory-bound work that a short matmul cannot hide): torchao's own filter for this recipe skips layers with
-at most 4096 inputs and 1024 outputs; here every block linear that can run in FP8 does, and the benchmark
-(``bench/gpu_train_bench.py --float8``) shows what that is worth for a given model.
-
-**With FSDP2.** Converted linears compose with ``fully_shard``. By default FSDP all-gathers each weight in bf16 and
-the layer casts it to e4m3 after the gather. With ``enable_fsdp_float8_all_gather=True`` the weight's shard is cast
-*before* the all-gather, which then moves half the bytes; every rank must use the same scale, so the ``amax`` of the
-whole weight is all-reduced first (one small all-reduce per weight and all-gather).
-:func:`precompute_float8_scales_for_fsdp` computes the scales of all weights with one all-reduce instead; call it
-after every ``optimizer.step()``: once it has run, the next all-gathers use its scales, so skipping it after a later
-step would cast with stale ones.
-The shards of such a model are torchao tensor subclasses, and ``torch.distributed.checkpoint`` pickles them: reading
-its checkpoints needs torchao imported (``import torchao.float8`` registers the class with ``torch.load``).
-
-Where it runs: NVIDIA GPUs of compute capability 8.9 or newer (Ada: L4, L40, RTX 4090; Hopper: H100, H200;
-Blackwell), with torchao installed (``pip install torchao``). :func:`float8_available` says why not elsewhere.
-``emulate=True`` runs the same arithmetic in fp32 on any device (no speed-up): the casts and scales are real, so it
-shows FP8's rounding on a CPU, and the tests use it.
-
-Applied from outside, like activation checkpointing and ``torch.compile``: :func:`convert_to_float8` swaps each
-``nn.Linear`` for torchao's ``Float8Linear`` (a subclass of ``nn.Linear`` holding the same ``weight``), so parameter
-names, ``state_dict`` keys and checkpoints do not change. The order (torchtitan's): convert first, then
-activation checkpointing, ``torch.compile`` and FSDP, then build the optimizer.
+Applied from outside, like activation checkpointing and ``torch.compile`` (torchtitan's order: convert first):
+:func:`convert_to_float8` swaps each ``nn.Linear`` for torchao's ``Float8Linear``, which keeps the same ``weight``,
+so names and checkpoints do not change. Runs on NVIDIA GPUs of compute capability 8.9+ with ``pip install
+torchao`` (:func:`float8_available` says why not elsewhere); ``emulate=True`` runs the same arithmetic in fp32 on
+any device, which the tests use. With FSDP2, :func:`precompute_float8_scales_for_fsdp` serves the float8
+all-gather (after every ``optimizer.step()``).
 """
 
 from __future__ import annotations

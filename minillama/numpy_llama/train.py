@@ -3,13 +3,14 @@
 The loop chapter 7 rebuilds at scale in PyTorch, in its smallest honest form::
 
     model = Llama(get_preset("tiny", vocab_size=tokenizer.n_vocab))
-    history = train(model, train_tokens, val_tokens, TrainConfig(steps=300))
+    history = train(model, train_tokens, val_tokens, TrainConfig(max_steps=300))
 
 Run from the command line it trains a byte-level BPE tokenizer on tinyshakespeare, trains the model and writes the
 metrics (loss curves, bits per byte, a sample) to a JSON file; the chapter shows the result of::
 
-    python -m minillama.numpy_llama --preset tiny --vocab-size 512 --steps 1000 --batch-size 16 --seq-len 128 \
-        --warmup-steps 50 --eval-every 50 --eval-batches 16 --log-every 25 --out minillama/recorded/numpy_llama_run.json
+    python -m minillama.numpy_llama --preset tiny --vocab-size 512 --max-steps 1000 --batch-size 16 --seq-len 128 \
+        --warmup-steps 50 --eval-interval 50 --eval-batches 16 --log-interval 25 \
+        --out minillama/recorded/numpy_llama_run.json
 """
 
 from __future__ import annotations
@@ -38,20 +39,21 @@ from .sample import generate
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of a numpy training run (the model's shape is a separate ``ModelConfig``)."""
+    """Hyperparameters of a numpy training run (the model's shape is a separate ``ModelConfig``); the fields share
+    their names with chapter 7's :class:`minillama.train.config.TrainConfig`."""
 
-    steps: int = 300
+    max_steps: int = 300
     """Number of optimizer steps."""
     batch_size: int = 16
     """Sequences per step."""
     seq_len: int = 128
     """Tokens per sequence (at most the model's ``max_seq_len``)."""
-    max_lr: float = 3e-3
+    lr: float = 3e-3
     """Peak learning rate, reached at the end of the warmup."""
-    min_lr: float = 3e-4
-    """Learning rate at the end of the cosine decay."""
+    min_lr_ratio: float = 0.1
+    """Learning rate at the end of the cosine decay, as a fraction of ``lr``."""
     warmup_steps: int = 30
-    """Steps of linear warmup from ``max_lr / warmup_steps`` to ``max_lr``."""
+    """Steps of linear warmup from ``lr / warmup_steps`` to ``lr``."""
     weight_decay: float = 0.1
     """AdamW's decoupled weight decay, applied to the matrices only (not to the norm weights)."""
     beta1: float = 0.9
@@ -60,23 +62,24 @@ class TrainConfig:
     """AdamW's second-moment decay (0.95, as Llama and GPT-3 train, rather than Adam's default 0.999)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 turns clipping off)."""
-    eval_every: int = 50
+    eval_interval: int = 50
     """Measure the validation loss every this many steps (and after the last one)."""
     eval_batches: int = 8
     """Batches averaged for each validation loss (always the same batches, so the curve is comparable)."""
-    log_every: int = 10
+    log_interval: int = 10
     """Record (and print, when a logger is given) the training loss every this many steps."""
     seed: int = 0
     """Seed of the weight initialisation and of the batch sampler."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every"):
+        for name in ("max_steps", "batch_size", "seq_len", "eval_interval", "eval_batches", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"warmup_steps must lie in [0, steps={self.steps}], got {self.warmup_steps}")
-        if not 0 <= self.min_lr <= self.max_lr:
-            raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={self.min_lr}, max_lr={self.max_lr}")
+        if not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(f"warmup_steps must lie in [0, max_steps={self.max_steps}], got {self.warmup_steps}")
+        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={self.lr}, "
+                             f"min_lr_ratio={self.min_lr_ratio}")
 
 
 def get_batch(tokens: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator
@@ -109,10 +112,8 @@ def estimate_loss(model: Llama, tokens: np.ndarray, config: TrainConfig) -> floa
 
 def make_optimizer(model: Llama, config: TrainConfig) -> optim.AdamW:
     """AdamW with weight decay on the matrices (embeddings, projections) and none on the RMSNorm gains."""
-    matrices = [p for p in model.parameters() if p.ndim >= 2]
-    gains = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": gains, "weight_decay": 0.0}]
-    return optim.AdamW(groups, lr=config.max_lr, betas=(config.beta1, config.beta2))
+    groups = optim.weight_decay_groups(model.parameters(), config.weight_decay)
+    return optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
 
 
 def train(
@@ -135,9 +136,9 @@ def train(
     optimizer = make_optimizer(model, config)
     history: list[dict[str, float]] = []
     recent: list[float] = []
-    for step in range(1, config.steps + 1):
-        lr = optim.cosine_lr(step - 1, max_lr=config.max_lr, min_lr=config.min_lr,
-                             warmup_steps=config.warmup_steps, total_steps=config.steps)
+    for step in range(1, config.max_steps + 1):
+        min_lr = config.lr * config.min_lr_ratio
+        lr = optim.cosine_lr(step - 1, config.lr, config.warmup_steps, config.max_steps, min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = lm_loss(model, *get_batch(train_tokens, config.batch_size, config.seq_len, rng))
@@ -147,8 +148,8 @@ def train(
             optim.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         recent.append(loss.item())
-        evaluate = step % config.eval_every == 0 or step == config.steps
-        if step % config.log_every == 0 or evaluate:
+        evaluate = step % config.eval_interval == 0 or step == config.max_steps
+        if step % config.log_interval == 0 or evaluate:
             record = {"step": step, "lr": lr, "train_loss": float(np.mean(recent))}
             recent = []
             if evaluate:

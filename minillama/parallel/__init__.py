@@ -8,6 +8,6 @@
   activation checkpointing -> ``torch.compile`` -> FSDP2 ``fully_shard`` per block (or DDP), on a ``dp x tp`` mesh;
 - :mod:`~minillama.parallel.sharded_checkpoint`: sharded checkpoints through ``torch.distributed.checkpoint``,
   reloadable on any number of ranks;
-- :mod:`~minillama.parallel.training`: the chapter-7 ``Trainer`` wired for DDP/FSDP;
+- :mod:`~minillama.parallel.training`: ``DistributedTrainer``, the chapter-7 ``Trainer`` subclassed for DDP/FSDP;
 - :mod:`~minillama.parallel.cli`: ``minillama train --parallel ddp|fsdp [--tensor-parallel T]`` under ``torchrun``.
 """

@@ -5,10 +5,10 @@
     minillama train --resume runs/llama3.1-8b-...     # a sharded run continues in one process too
 
 The options are exactly ``minillama train`` 's (``--parallel`` is a ``TrainConfig`` field); this module only
-builds the trainer differently: it joins the process group (:mod:`minillama.parallel.distributed`), hands the
-trainer :func:`~minillama.parallel.training.distributed_trainer` 's seams, and leaves the group at the end. Without
-torchrun and with ``--parallel none`` it is the plain single-device command. ``scripts/`` has the multi-node launch
-(SLURM) and the one-node launch.
+picks the trainer: under torchrun, with ``--parallel`` or ``--float8``, or to resume a sharded checkpoint it joins
+the process group (:mod:`minillama.parallel.distributed`) and builds a
+:class:`~minillama.parallel.training.DistributedTrainer`; otherwise chapter 7's single-process ``Trainer``.
+``scripts/`` has the multi-node launch (SLURM) and the one-node launch.
 """
 
 from __future__ import annotations
@@ -25,25 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_trainer(config: TrainConfig):
-    """The trainer for this process: plain, or one rank of a DDP/FSDP job."""
+    """The trainer for this process: chapter 7's :class:`~minillama.train.trainer.Trainer`, or, under torchrun,
+    with ``--parallel``, ``--float8`` or to resume a sharded checkpoint, the :class:`DistributedTrainer`."""
     from minillama.parallel.distributed import init_distributed, launched_by_torchrun
     from minillama.parallel.sharded_checkpoint import is_sharded_checkpoint
+    from minillama.parallel.training import DistributedTrainer
     from minillama.train.trainer import Trainer
     from minillama.train.training_checkpoint import resolve_checkpoint
 
-    needs_group = config.parallel != "none" or launched_by_torchrun()
     resuming_sharded = bool(config.resume) and is_sharded_checkpoint(resolve_checkpoint(config.resume))
-    if not needs_group and not resuming_sharded:
-        if config.float8:  # FP8 is applied by parallelize, even on one device
-            from minillama.parallel.training import single_device_wrapper
-            from minillama.train.trainer import resolve_device
-
-            return Trainer(config, wrap_model=single_device_wrapper(config, resolve_device(config.device)))
+    needs_group = config.parallel != "none" or launched_by_torchrun() or resuming_sharded
+    if not needs_group and not config.float8:
         return Trainer(config)
-    from minillama.parallel.training import distributed_trainer
-
-    ctx = init_distributed(config.device, group_of_one=config.parallel != "none")
-    return distributed_trainer(config, ctx)
+    ctx = init_distributed(config.device, group_of_one=needs_group and config.parallel != "none")
+    return DistributedTrainer(config, ctx)
 
 
 def prepare(args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from minillama.device import resolve_device
+
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -72,11 +74,10 @@ def device_for(requested: str, local_rank: int) -> torch.device:
     ``"auto"`` or ``"cuda"`` give ``cuda:LOCAL_RANK`` when CUDA is available (one GPU per process), otherwise the CPU;
     ``"cpu"`` is the CPU. Apple's MPS has no collective backend, so it cannot host a process group.
     """
-    kind = torch.device(requested).type if requested != "auto" else (
-        "cuda" if torch.cuda.is_available() else "cpu")
+    kind = "cuda" if requested == "auto" and torch.cuda.is_available() else torch.device(
+        "cpu" if requested == "auto" else requested).type
     if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {requested!r} was asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+        resolve_device(requested)  # a missing GPU: the error that says what to use
         if local_rank >= torch.cuda.device_count():
             raise ValueError(f"LOCAL_RANK {local_rank} has no GPU: this node has {torch.cuda.device_count()}; launch "
                              f"at most that many processes per node (torchrun --nproc_per_node)")

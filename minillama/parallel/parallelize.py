@@ -1,35 +1,13 @@
 """``parallelize(model, parallel_config)``: every multi-GPU technique applied to a plain ``Llama`` from outside.
 
-The model file is a single-device module that never imports ``torch.distributed``; this function turns it into a
-parallel one, in torchtitan's fixed order (Liang et al. 2024):
-
-0. **tensor parallelism** (optional, :mod:`~minillama.parallel.tensor_parallel`) or **FP8** (optional,
-   :mod:`~minillama.kernels.float8`): first, because they change what the weights *are* (each rank's slice of every
-   matrix, as ``DTensor`` s on the mesh's ``"tp"`` dimension) or what the block linears compute; everything after
-   sees the changed blocks;
-1. **activation checkpointing** per block (Chen et al. 2016): first, because it changes what a block's forward
-   *is* (run, keep the input, recompute in the backward); the compiler and FSDP must both see that version;
-2. **torch.compile** per block (Ansel et al. 2024): second, so that each compiled graph is one block's arithmetic,
-   recomputation included, and the compiler compiles one graph that repeats ``n_layers`` times;
-3. **data parallelism**, last, because it wraps what the steps above built:
-
-   * **FSDP2** (``fully_shard``; Zhao et al. 2023, ZeRO-3 of Rajbhandari et al. 2020): the embedding table, each
-     transformer block, and the final norm with the output head each become one unit (:func:`apply_fsdp`), whose
-     weights, gradients and optimizer state are split in ``world_size`` shards. A unit's weights are all-gathered
-     just before its forward (and again before its backward) and freed after; its gradients are reduce-scattered,
-     so each rank keeps the gradient of its shard. With tensor parallelism FSDP shards over the mesh's ``"dp"``
-     dimension only: the ranks of one tensor-parallel group hold different slices and must not be averaged together
-     (a 2D mesh: ``dp x tp``). Sharding per block bounds the memory of unsharded weights to about one unit at a time
-     and lets the all-gather of block ``i + 1`` overlap the compute of block ``i``. Parameters stay
-     ``nn.Parameter`` s (as ``DTensor`` s), with their names, so checkpoints and the optimizer see the same model.
-   * **DDP** (Li et al. 2020): every rank holds the whole model; gradients are averaged with all-reduces, in
-     buckets that start while the backward is still running.
-
-Mixed precision under FSDP is a :class:`~torch.distributed.fsdp.MixedPrecisionPolicy`: the weights are stored (and
-updated) in float32 and cast to ``param_dtype`` (bfloat16 on CUDA) when they are all-gathered, so the all-gather
-moves half the bytes and the matmuls run on bf16 tensor cores; gradients are reduced in ``reduce_dtype`` (float32), so
-that summing over hundreds of ranks does not lose the small ones. On CPU (gloo) everything stays float32, which is
-what makes the CPU tests exact.
+The model file never imports ``torch.distributed``; this function applies, in torchtitan's fixed order
+(Liang et al. 2024): 0. tensor parallelism or FP8, which change what the weights are or what the linears compute;
+1. activation checkpointing per block, which changes what a block's forward is; 2. ``torch.compile`` per block, so
+each graph is one block, recomputation included; 3. data parallelism, last, because it wraps the rest: FSDP2
+``fully_shard`` of the embedding, each block and [norm, output] (on the mesh's ``"dp"`` dimension with tensor
+parallelism), or DDP. Under FSDP the weights are stored in float32 and gathered in ``param_dtype`` (bf16 on
+CUDA), gradients reduced in float32; on CPU (gloo) everything stays float32, which makes the tests exact.
+Chapter 9 explains each step.
 """
 
 from __future__ import annotations
@@ -45,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minillama.kernels.float8 import convert_to_float8
 from minillama.parallel.tensor_parallel import apply_tensor_parallel
+from minillama.train.config import check_parallel_options
 from minillama.train.wrapping import apply_activation_checkpointing, compile_blocks
 
 DATA_PARALLEL = ("none", "ddp", "fsdp")
@@ -77,30 +56,14 @@ class ParallelConfig:
     def __post_init__(self) -> None:
         if self.data_parallel not in DATA_PARALLEL:
             raise ValueError(f"data_parallel must be one of {', '.join(DATA_PARALLEL)}, got {self.data_parallel!r}")
-        if self.tensor_parallel < 1:
-            raise ValueError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
-        if self.float8 and self.tensor_parallel > 1:
-            raise ValueError("float8 with tensor parallelism is not supported (it needs torchao's float8 "
-                             "tensor-parallel layouts)")
-        if self.tensor_parallel > 1 and self.compile:
-            raise ValueError("torch.compile of tensor-parallel blocks gives wrong gradients or crashes in the backward "
-                             "with this PyTorch (tests/test_parallel_tensor.py records it): compile=False")
-        if self.tensor_parallel > 1 and self.data_parallel != "fsdp":
-            raise ValueError("tensor parallelism composes with FSDP only (a 2D mesh); DDP would all-reduce the "
-                             "different slices of each weight as if they were copies")
+        check_parallel_options(self.data_parallel, self.tensor_parallel, compile=self.compile, float8=self.float8)
 
     @classmethod
     def from_train_config(cls, config, amp_dtype: torch.dtype | None) -> ParallelConfig:
         """From a ``TrainConfig`` (its ``parallel``, ``compile`` and ``activation_checkpointing`` fields) and the
         trainer's autocast dtype: under FSDP the weights are gathered in that dtype (bf16 on CUDA, float32 on CPU),
         and gradients are always reduced in float32."""
-        if config.float8 and amp_dtype != torch.bfloat16:
-            raise ValueError("float8 computes everything but the block matmuls in bfloat16, which this device's "
-                             f"autocast is not (dtype {config.dtype!r} gives {amp_dtype}): use --dtype bfloat16 on an "
-                             "H100 or Ada GPU")
-        if config.parallel == "fsdp" and amp_dtype == torch.float16:
-            raise ValueError("FSDP with float16 needs a sharded loss scaler that minillama does not have; use "
-                             "--dtype bfloat16 (Ampere GPUs and later) or --parallel ddp")
+        check_parallel_options(config.parallel, config.tensor_parallel, float8=config.float8, amp_dtype=amp_dtype)
         return cls(data_parallel=config.parallel, tensor_parallel=config.tensor_parallel, float8=config.float8,
                    activation_checkpointing=config.activation_checkpointing,
                    compile=config.compile, param_dtype=amp_dtype if config.parallel == "fsdp" else None)
@@ -127,9 +90,7 @@ def parallel_mesh(tensor_parallel: int = 1) -> DeviceMesh:
     world_size = dist.get_world_size()
     if tensor_parallel == 1:
         return init_device_mesh(device_type, (world_size,), mesh_dim_names=("dp",))
-    if world_size % tensor_parallel:
-        raise ValueError(f"{world_size} processes cannot form tensor-parallel groups of {tensor_parallel}: launch a "
-                         f"multiple of {tensor_parallel} processes")
+    check_parallel_options("fsdp", tensor_parallel, world_size=world_size)
     return init_device_mesh(device_type, (world_size // tensor_parallel, tensor_parallel),
                             mesh_dim_names=("dp", "tp"))
 

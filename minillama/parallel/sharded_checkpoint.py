@@ -1,29 +1,12 @@
 """Sharded training checkpoints: every rank writes its own shards through ``torch.distributed.checkpoint`` (DCP).
 
-Under FSDP no rank holds the whole model, and gathering a 70B model (1.1 TB with AdamW's state) on rank 0 to write
-one file would need more memory than any GPU has. DCP instead has each rank write the shards it owns, in parallel,
-plus a ``.metadata`` file that records where each piece of each tensor lives. On load, every rank asks for the
-pieces *it* needs for its current shards and DCP reads them from wherever they are, so a checkpoint written by 64
-GPUs loads on 8, or on 1 (*resharding*).
-
-A sharded checkpoint is a folder ``RUN/checkpoints/step_N/`` like the single-device one, with the same three
-methods (:meth:`~minillama.train.training_checkpoint.Checkpointer.save`, ``load``, ``latest``), so the ``Trainer`` does
-not know which one it has:
-
-* ``.metadata`` + ``__R_0.distcp`` per rank ``R``: the model's weights and AdamW's state (``get_state_dict``
-  turns the FSDP model and its optimizer into dicts of ``DTensor`` s keyed by parameter name, independent of how
-  many ranks hold them);
-* ``train_state.pt``: the step, the data position, the guard, the best validation loss and each rank's random
-  generator states (the same dict as a single-device checkpoint; written by rank 0);
-* ``config.json`` + ``tokenizer.model``: the model and its tokenizer, so the checkpoint is self-describing;
-  :func:`consolidate` turns it into our single-file format for ``minillama generate``;
-* ``meta.json``: the step, the validation loss and the number of ranks that wrote it.
-
-**Atomicity**, as for one device, with one more rule: all ranks write into the same temporary folder
-(``.tmp-step_N-sharded``), then wait at a barrier (DCP's own save ends with one, once the metadata is written);
-only then does rank 0 rename the folder to ``step_N`` and fsync its parent. Until the rename, a crash of any rank
-leaves no ``step_N`` and the previous checkpoint intact; after it, the checkpoint is complete. A second barrier makes
-every rank wait for the rename, so no rank runs ahead to a checkpoint that does not exist yet.
+Under FSDP no rank holds the whole model; DCP has each rank write the shards it owns, plus a ``.metadata`` file
+that says where each piece of each tensor lives, so a checkpoint written by 64 GPUs loads on 8, or on 1
+(*resharding*). The folder ``RUN/checkpoints/step_N/`` has the single-device checkpointer's three methods, so the
+trainer does not know which one it has: ``.metadata`` + ``__R_0.distcp`` (weights and AdamW's state),
+``train_state.pt`` (rank 0's, with every rank's random generators), ``config.json`` + ``tokenizer.model``
+(:func:`consolidate` makes a single-file checkpoint of it) and ``meta.json``. All ranks write into one temporary
+folder, wait at a barrier, and rank 0 renames it: a crash of any rank leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -47,11 +30,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from minillama.atomic import fsync_dir
 from minillama.config import ModelConfig
 from minillama.model import Llama
 from minillama.parallel.distributed import barrier, gather_objects, get_rank, get_world_size
 from minillama.parallel.safe_metadata import SafeFileSystemReader, read_metadata
-from minillama.train.training_checkpoint import STEP_PREFIX, Checkpointer, fsync_dir, publish
+from minillama.train.training_checkpoint import STEP_PREFIX, Checkpointer, publish, require_llama
 from minillama.weights import save_checkpoint
 
 METADATA_FILE = ".metadata"  # written by DCP; its presence is what makes a folder a sharded checkpoint
@@ -95,6 +79,7 @@ class ShardedCheckpointer(Checkpointer):
         ``model`` is the FSDP-sharded ``Llama`` (the same module ``parallelize`` returned), ``train_state`` this
         rank's trainer state; rank 0's is written, with every rank's random generator states added.
         """
+        require_llama(model)
         rank, world_size = get_rank(), get_world_size()
         final = self.directory / f"{STEP_PREFIX}{step}"
         tmp = self.directory / f".tmp-{final.name}-sharded"  # the same name on every rank
@@ -139,6 +124,7 @@ class ShardedCheckpointer(Checkpointer):
              ) -> dict[str, Any]:
         """Load ``path`` into this rank's shards of ``model`` and ``optimizer`` (any number of ranks, any layout the
         checkpoint was written with); return the ``train_state`` with this rank's random generator states."""
+        require_llama(model)
         path = Path(path)
         if not is_sharded_checkpoint(path):
             raise ValueError(f"{path} is not a sharded checkpoint (no {METADATA_FILE}); a single-device checkpoint "

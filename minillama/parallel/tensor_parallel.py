@@ -1,30 +1,12 @@
 """Tensor parallelism (Megatron-LM, Shoeybi et al. 2019) with sequence parallelism (Korthikanti et al. 2022).
 
-Data parallelism gives every rank the whole model and a slice of the batch; tensor parallelism gives every rank a
-slice of every weight matrix and the whole batch. Within one transformer block, over ``tp`` ranks:
-
-* **attention**: ``wq``, ``wk``, ``wv`` are split by output features (*column-wise*): rank ``r`` computes the query
-  heads ``r*H/tp ... (r+1)*H/tp - 1`` and their key/value heads, so attention itself needs no communication (heads
-  are independent). ``wo`` is split by input features (*row-wise*): each rank multiplies its heads' outputs by its
-  rows of ``wo``, giving a partial sum of the full output, and the partial sums are added across ranks;
-* **feed-forward**: ``w1`` and ``w3`` column-wise (each rank holds ``ffn_hidden_dim / tp`` hidden units, and SwiGLU is
-  elementwise), ``w2`` row-wise, with one sum across ranks at the end;
-* **sequence parallelism**: between those two regions (the residual stream, the RMSNorms) every rank would hold the
-  same ``(B, T, dim)`` activations; instead each rank keeps ``T / tp`` of the positions. The sum after ``wo``/``w2``
-  becomes a *reduce-scatter* over positions, and the input of ``wq``/``w1`` an *all-gather*: the same bytes on the
-  wire as Megatron's all-reduce, and ``tp`` times less activation memory for the norms and the residual stream;
-* **embeddings and head**: the embedding table and the output head are split over the vocabulary (128,256 rows in
-  Llama 3, the largest matrices of the small models; a vocabulary that ``tp`` does not divide is split as evenly as
-  possible), and the logits are gathered whole for the loss.
-
-Per block that is two all-gathers and two reduce-scatters in the forward, and as many in the backward, each of
-``B x T x dim`` activations: far more traffic than FSDP's weight gathers, which is why ``tp`` stays within one node
-(8 GPUs on NVLink) and data parallelism spans the nodes. Llama 3 405B was trained with ``tp = 8``.
-
-Everything is expressed with PyTorch's own ``DTensor`` layouts (``parallelize_module`` with ``ColwiseParallel``,
-``RowwiseParallel``, ``SequenceParallel``, ``PrepareModuleInput``), as torchtitan does (Liang et al. 2024): the
-model file is unchanged (its attention reads the number of local heads from the shapes) and parameters keep their
-names, so checkpoints written by ``torch.distributed.checkpoint`` reload on any other layout.
+Each of ``tp`` ranks holds a slice of every weight matrix and sees the whole batch: ``wq wk wv`` and ``w1 w3`` are
+split by output features (column-wise: whole heads, whole hidden units), ``wo`` and ``w2`` by input features
+(row-wise: partial sums, reduce-scattered over positions), and between the two regions each rank keeps ``T / tp``
+of the positions (sequence parallelism: ``tp`` times less memory for norms and the residual stream). The embedding
+and the head are split over the vocabulary. Expressed with PyTorch's ``DTensor`` layouts as torchtitan does, so
+the model file is unchanged and parameters keep their names. Chapter 9 counts the traffic: ``tp`` stays within a
+node.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from minillama.atomic import atomic_write
 from minillama.tokenizer import LLAMA3_TOKENIZER_SHA256, BPETokenizer, Llama3Tokenizer
-from minillama.tokenizer.rankfile import atomic_write_bytes
 
 __all__ = [
     "bytes_to_unicode",
@@ -183,7 +183,7 @@ def save_hf_tokenizer(tokenizer: BPETokenizer | Llama3Tokenizer | str | os.PathL
     files = {"tokenizer.json": hf_tokenizer_json(tokenizer),
              "tokenizer_config.json": hf_tokenizer_config(tokenizer, model_max_length)}
     for name, data in files.items():
-        atomic_write_bytes(folder / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        atomic_write(folder / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return folder
 
 

@@ -18,8 +18,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from minillama.atomic import atomic_write
+
 __all__ = [
-    "atomic_write_bytes",
     "rank_file_bytes",
     "read_rank_file",
     "read_sidecar",
@@ -38,20 +39,6 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def rank_file_bytes(ranks: dict[bytes, int]) -> bytes:
     """The contents of the rank file for ``ranks`` (token bytes -> rank): one ``base64 rank`` line per token."""
     by_rank = sorted(ranks.items(), key=itemgetter(1))
@@ -60,7 +47,7 @@ def rank_file_bytes(ranks: dict[bytes, int]) -> bytes:
 
 def write_rank_file(path: str | os.PathLike, ranks: dict[bytes, int]) -> None:
     """Write ``ranks`` (token bytes -> rank) as a tiktoken rank file, sorted by rank."""
-    atomic_write_bytes(path, rank_file_bytes(ranks))
+    atomic_write(path, rank_file_bytes(ranks))
 
 
 def tokenizer_fingerprint(ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int]) -> str:
@@ -127,7 +114,7 @@ def read_rank_file(path: str | os.PathLike) -> dict[bytes, int]:
 def write_sidecar(path: str | os.PathLike, pattern: str, special_tokens: dict[str, int], name: str) -> None:
     """Write the JSON sidecar (pattern, special tokens, name) for the rank file at ``path``."""
     meta = {"format": SIDECAR_FORMAT, "version": 1, "name": name, "pattern": pattern, "special_tokens": special_tokens}
-    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write(sidecar_path(path), (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:

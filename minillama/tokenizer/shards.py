@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from minillama.atomic import atomic_write
+
 from .llama3 import split_long_runs
 from .patterns import last_safe_split
-from .rankfile import atomic_write_bytes
 
 __all__ = ["ShardInfo", "load_shard", "read_shard_info", "shard_info_path", "write_document_shard", "write_shard"]
 
@@ -308,7 +309,7 @@ def _write(
         )
         shard_info_path(out_path).unlink(missing_ok=True)  # no reader may pair the new .bin with an old sidecar
         os.replace(tmp, out_path)
-        atomic_write_bytes(shard_info_path(out_path), (json.dumps(asdict(info), indent=2) + "\n").encode("utf-8"))
+        atomic_write(shard_info_path(out_path), (json.dumps(asdict(info), indent=2) + "\n").encode("utf-8"))
     finally:
         bar.close()
         tmp.unlink(missing_ok=True)

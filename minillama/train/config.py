@@ -5,9 +5,8 @@ Precedence is ``defaults < TOML file < command-line flag``, one flag per field (
 comment above the field in the ``config.toml`` written into each run folder. Unknown keys are errors with a
 suggestion, because a typo in a config file (``warmup_step = 100``) must not silently become a default.
 
-The defaults *are* the book's default run (``minillama train`` with no arguments, ``configs/tiny.toml``): the
-``tiny`` preset on tinyshakespeare, 400 steps of 4 x 128 tokens, tuned (on the validation bits per byte of the
-evaluation loop) to reach about 2.3 bits per byte in under two minutes of one CPU core.
+The defaults *are* the book's default run (``minillama train`` with no arguments, ``configs/tiny.toml``), tuned
+in chapter 7 on the validation bits per byte of the evaluation loop.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import math
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -28,9 +28,10 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-SCHEDULES = ("cosine", "wsd", "constant")
+from minillama.device import DTYPES
+from minillama.train.schedule import SCHEDULES
+
 PARALLEL = ("none", "ddp", "fsdp")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 MAX_THREADS_PER_CORE = 4  # beyond, set_num_threads only slows down; at 100,000 PyTorch crashes (a segfault)
 
 
@@ -61,6 +62,7 @@ class TrainConfig:
     model: str = _data("tiny", "model preset (minillama.config.PRESETS): nano, tiny, small-100m, ...")
     corpus: str = _data("tinyshakespeare", "named corpus (tinyshakespeare, tinystories, fineweb-edu, pydocs) or a "
                         "path to a text file or folder")
+    vocab_size: int = _data(0, "tokenizer (BPE) and embedding-table size; 0 = the model preset's")
     tokenizer: str = _data("bpe", "'bpe': train a BPE tokenizer on the corpus with the model's vocabulary size "
                            "(cached after the first run); or a path to a tokenizer file (tiktoken rank format)")
     val_fraction: float = _data(0.1, "share of the tokens held out for validation when the corpus has no "
@@ -70,16 +72,16 @@ class TrainConfig:
     grad_accum_steps: int = _data(1, "micro-batches whose gradients are summed into one optimizer step")
 
     # --- optimizer and schedule
-    max_steps: int = _optim(400, "optimizer steps in the run")
+    max_steps: int = _optim(800, "optimizer steps in the run")
     lr: float = _optim(1e-3, "peak learning rate (AdamW)")
-    min_lr_ratio: float = _optim(0.1, "final learning rate as a fraction of lr")
+    min_lr_ratio: float = _optim(0.0, "final learning rate as a fraction of lr")
     warmup_steps: int = _optim(40, "linear warmup steps from 0 to lr")
-    schedule: str = _optim("cosine", f"learning-rate schedule after warmup: {', '.join(SCHEDULES)} "
+    schedule: str = _optim("wsd", f"learning-rate schedule after warmup: {', '.join(SCHEDULES)} "
                            "(wsd = warmup-stable-decay)", choices=SCHEDULES)
-    decay_fraction: float = _optim(0.2, "wsd only: share of max_steps spent in the final decay")
+    decay_fraction: float = _optim(0.3, "wsd only: share of max_steps spent in the final decay")
     weight_decay: float = _optim(0.1, "AdamW decoupled weight decay on matrices (not on norms)")
     beta1: float = _optim(0.9, "AdamW beta1")
-    beta2: float = _optim(0.95, "AdamW beta2 (Llama 3 uses 0.95)")
+    beta2: float = _optim(0.99, "AdamW beta2: 0.99 for small, noisy batches (the default run); Llama 3 uses 0.95")
     eps: float = _optim(1e-8, "AdamW epsilon")
     grad_clip: float = _optim(1.0, "clip the global gradient norm to this (0 disables clipping)")
     max_bad_steps: int = _optim(5, "abort after this many consecutive bad steps (a non-finite loss or gradient, "
@@ -106,8 +108,8 @@ class TrainConfig:
     seed: int = _hardware(1337, "seed of the weights, the data order and the samples")
 
     # --- evaluation, samples and checkpoints
-    eval_interval: int = _eval(100, "evaluate (val loss, bits per byte, samples) every this many steps")
-    eval_batches: int = _eval(16, "batches per evaluation during the run; 0 = the whole validation split (the final "
+    eval_interval: int = _eval(200, "evaluate (val loss, bits per byte, samples) every this many steps")
+    eval_batches: int = _eval(8, "batches per evaluation during the run; 0 = the whole validation split (the final "
                               "evaluation always uses all of it)")
     log_interval: int = _eval(10, "write a train record to metrics.jsonl every this many steps")
     num_samples: int = _eval(2, "samples generated at each evaluation")
@@ -146,7 +148,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("threads", "warmup_steps", "eval_batches", "num_samples", "sample_tokens", "top_k", "grad_clip",
+        for name in ("vocab_size", "threads", "warmup_steps", "eval_batches", "num_samples", "sample_tokens", "top_k",
+                     "grad_clip",
                      "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -173,19 +176,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.parallel not in PARALLEL:
             raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
-        if self.tensor_parallel > 1 and self.parallel != "fsdp":
-            raise ValueError(f"tensor_parallel ({self.tensor_parallel}) composes with FSDP (a 2D mesh of data x tensor "
-                             f"parallel ranks): add --parallel fsdp (got parallel={self.parallel!r})")
-        if self.tensor_parallel > 1 and self.compile:
-            raise ValueError("torch.compile of tensor-parallel blocks gives wrong gradients or crashes in the backward "
-                             "with this PyTorch (DTensor gradients across the compiled region; tests/"
-                             "test_parallel_tensor.py records it): use --no-compile with --tensor-parallel")
-        if self.float8 and self.dtype not in ("auto", "bfloat16"):
-            raise ValueError(f"float8 computes everything but the block matmuls in bfloat16: use --dtype bfloat16 (or "
-                             f"auto on a GPU), got dtype={self.dtype!r}")
-        if self.float8 and self.tensor_parallel > 1:
-            raise ValueError("float8 with tensor parallelism needs torchao's float8 tensor-parallel layouts, which "
-                             "minillama does not use: choose one of --float8 and --tensor-parallel")
+        check_parallel_options(self.parallel, self.tensor_parallel, compile=self.compile, float8=self.float8,
+                               dtype=self.dtype)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -240,6 +232,77 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def with_run_dir(self) -> TrainConfig:
+        """This config with ``run_dir`` filled in: the resumed run's folder, or ``runs/<model>-<corpus>-<time>``."""
+        if self.run_dir:
+            return self
+        if self.resume:
+            from minillama.train.training_checkpoint import resolve_checkpoint
+
+            return self.replace(run_dir=str(resolve_checkpoint(self.resume).parent.parent))
+        corpus = Path(self.corpus).stem if Path(self.corpus).exists() else self.corpus
+        return self.replace(run_dir=str(Path("runs") / f"{self.model}-{corpus}-{time.strftime('%Y%m%d-%H%M%S')}"))
+
+    def resume_changes(self, saved_toml: str, path: Path, saved_replicas: int = 1, replicas: int = 1) -> list[str]:
+        """Refuse to resume a checkpoint of ``path`` trained on another model, corpus or tokenizer; return the
+        fields whose change makes the continued run differ from an uninterrupted one.
+
+        What fixes the data order is the global batch, ``batch_size x data-parallel replicas``: a sharded checkpoint
+        may resume on another number of processes with the same global batch.
+        """
+        saved = TrainConfig.from_toml_text(saved_toml, source=f"the config saved in {path}")
+        for name in ("model", "corpus", "tokenizer", "vocab_size"):
+            if getattr(saved, name) != getattr(self, name):
+                raise ValueError(f"cannot resume {path}: it was trained with {name}={getattr(saved, name)!r}, "
+                                 f"this run asks for {getattr(self, name)!r}")
+        changed = [name for name in ("seed", "seq_len", "grad_accum_steps", "val_fraction")
+                   if getattr(saved, name) != getattr(self, name)]
+        if saved.batch_size * saved_replicas != self.batch_size * replicas:
+            changed.append("batch_size" if saved_replicas == replicas else "batch_size x world_size")
+        return changed
+
+
+def check_parallel_options(parallel: str, tensor_parallel: int, *, compile: bool = False, float8: bool = False,
+                           dtype: str | None = None, amp_dtype: Any = "unknown", world_size: int | None = None
+                           ) -> None:
+    """Every rule about combining the parallel options, in one place (``TrainConfig``, ``ParallelConfig`` and the
+    distributed trainer call it with what they know: the autocast dtype once the device is known, the world size
+    once the job runs)."""
+    if tensor_parallel < 1:
+        raise ValueError(f"tensor_parallel must be positive, got {tensor_parallel}")
+    if tensor_parallel > 1 and parallel != "fsdp":
+        raise ValueError(f"tensor parallelism composes with FSDP only (a 2D mesh of data x tensor parallel ranks; "
+                         f"DDP would all-reduce the slices of each weight as copies): add --parallel fsdp "
+                         f"(got parallel={parallel!r})")
+    if tensor_parallel > 1 and compile:
+        raise ValueError("torch.compile of tensor-parallel blocks gives wrong gradients or crashes in the backward "
+                         "with this PyTorch (tests/test_parallel_tensor.py records it): use --no-compile "
+                         "(compile=False) with --tensor-parallel")
+    if float8 and tensor_parallel > 1:
+        raise ValueError("float8 with tensor parallelism needs torchao's float8 tensor-parallel layouts, which "
+                         "minillama does not use: choose one of --float8 and --tensor-parallel")
+    if float8 and dtype not in (None, "auto", "bfloat16"):
+        raise ValueError(f"float8 computes everything but the block matmuls in bfloat16: use --dtype bfloat16 (or "
+                         f"auto on a GPU), got dtype={dtype!r}")
+    if amp_dtype != "unknown":
+        import torch
+
+        if float8 and amp_dtype != torch.bfloat16:
+            raise ValueError(f"float8 computes everything but the block matmuls in bfloat16, which this device's "
+                             f"autocast is not ({amp_dtype}): use --dtype bfloat16 on an H100 or Ada GPU")
+        if parallel == "fsdp" and amp_dtype == torch.float16:
+            raise ValueError("FSDP with float16 needs a sharded loss scaler that minillama does not have; use "
+                             "--dtype bfloat16 (Ampere GPUs and later) or --parallel ddp")
+    if world_size is not None:
+        if parallel == "none" and world_size > 1:
+            raise ValueError(f"{world_size} processes with --parallel none would train {world_size} identical "
+                             f"copies of one run; use --parallel ddp or --parallel fsdp")
+        if world_size % tensor_parallel:
+            raise ValueError(f"{world_size} processes cannot form tensor-parallel groups of {tensor_parallel}: launch "
+                             f"a multiple of {tensor_parallel} processes (torchrun --nproc_per_node), or pass a "
+                             f"--tensor-parallel that divides {world_size} (a sharded checkpoint resumes on any "
+                             f"layout)")
 
 
 def _toml_value(value: Any) -> str:

@@ -2,58 +2,26 @@
 
 **MFU** (Chowdhery et al. 2022) is the share of the hardware's peak that goes into the model's own arithmetic:
 ``tokens/s * FLOPs per token / peak FLOP/s``, with the FLOPs per token of ``ModelConfig.flops_per_token`` (6N plus
-attention) and the peak from the table below. Recomputation (activation checkpointing) does not count, so MFU
-compares runs fairly across tricks; the Llama 3 405B run reached 38-43% on H100s (Grattafiori et al. 2024).
-
-The peaks are the vendors' *dense* (no 2:4 sparsity) tensor-core figures for 16-bit inputs with fp32 accumulation:
-bf16 where the chip has it, fp16 on older GPUs (T4, V100). CPUs and Apple GPUs have no such table entry: for them the
-trainer reports tokens per second only.
+attention) and the peak from :data:`minillama.gpus.GPUS`. Recomputation (activation checkpointing) does not count,
+so MFU compares runs fairly across tricks; the Llama 3 405B run reached 38-43% on H100s (Grattafiori et al. 2024).
+CPUs and Apple GPUs have no peak in the table: for them the trainer reports tokens per second only.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# (pattern searched in torch.cuda.get_device_name(), peak dense TFLOP/s, what it is). First match wins.
-PEAK_TFLOPS: list[tuple[str, float, str]] = [
-    (r"H100.*PCIe", 756.0, "H100 PCIe, bf16 dense"),
-    (r"H100 NVL", 835.0, "H100 NVL, bf16 dense"),
-    (r"H100", 989.0, "H100 SXM, bf16 dense"),
-    (r"H200", 989.0, "H200 / GH200, bf16 dense (the H100 SXM's tensor cores)"),
-    (r"B200", 2250.0, "B200, bf16 dense"),
-    (r"A100", 312.0, "A100, bf16 dense"),
-    (r"\bA10\b", 125.0, "A10, bf16 dense"),
-    (r"L40S", 362.0, "L40S, bf16 dense"),
-    (r"\bL4\b", 121.0, "L4, bf16 dense"),
-    (r"RTX 4090", 165.0, "RTX 4090, bf16 dense with fp32 accumulation"),
-    (r"RTX 3090", 71.0, "RTX 3090, bf16 dense with fp32 accumulation"),
-    (r"V100", 125.0, "V100 SXM2, fp16 dense (no bf16)"),
-    (r"\bT4\b", 65.0, "T4, fp16 dense (no bf16)"),
-    (r"MI300X", 1307.0, "AMD MI300X, bf16 dense"),
-    (r"MI250X", 383.0, "AMD MI250X, bf16 dense"),
-]
-
-
-def peak_flops_for_name(name: str) -> float | None:
-    """Peak dense 16-bit FLOP/s for a GPU name, or ``None`` when it is not in the table.
-
-    >>> peak_flops_for_name("NVIDIA H100 80GB HBM3"), peak_flops_for_name("NVIDIA A10G")
-    (989000000000000.0, None)
-    """
-    for pattern, tflops, _ in PEAK_TFLOPS:
-        if re.search(pattern, name):
-            return tflops * 1e12
-    return None
+from minillama.atomic import atomic_write
+from minillama.gpus import peak_flops_for_name
 
 
 def peak_flops(device: torch.device | str) -> float | None:
-    """Peak dense 16-bit FLOP/s of ``device`` (see :data:`PEAK_TFLOPS`), or ``None`` (CPU, MPS, unknown GPU)."""
+    """Peak dense 16-bit FLOP/s of ``device`` (:data:`minillama.gpus.GPUS`), or ``None`` (CPU, MPS, unknown GPU)."""
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
@@ -94,6 +62,47 @@ class Throughput:
         return value
 
 
+class ProgressReport:
+    """The progress bar and the throughput of a run: ``start_step()``/``end_step()`` around each step, then at a
+    logging step ``rates(loss)``: tokens per second since the last call and, on a GPU in the table, MFU.
+
+    ``devices`` divides the throughput (tokens of all ranks) for the MFU of one device.
+    """
+
+    def __init__(self, total: int, initial: int, *, enabled: bool, flops_per_token: float,
+                 device: torch.device, devices: int = 1) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not enabled)
+        self.throughput = Throughput()
+        self.flops_per_token, self.devices = flops_per_token, devices
+        self.peak = peak_flops(device)
+
+    def __enter__(self) -> ProgressReport:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def start_step(self) -> None:
+        self.throughput.start()
+
+    def end_step(self, tokens: int) -> None:
+        self.throughput.stop(tokens)
+        self.bar.update(1)
+
+    def rates(self, loss: float) -> dict[str, float]:
+        rate = self.throughput.rate()
+        record = {"tokens_per_s": rate}
+        postfix = {"loss": f"{loss:.3f}", "tok/s": f"{rate:,.0f}"}
+        utilization = mfu(rate / self.devices, self.flops_per_token, self.peak)
+        if utilization is not None:
+            record["mfu"] = utilization
+            postfix["mfu"] = f"{100 * utilization:.1f}%"
+        self.bar.set_postfix(postfix, refresh=False)
+        return record
+
+
 class MetricsLogger:
     """Appends one JSON object per line to ``path`` (``metrics.jsonl``); a disabled logger (ranks > 0) does nothing.
 
@@ -113,14 +122,19 @@ class MetricsLogger:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
 
+    def samples(self, step: int, texts: list[str], val_bpb: float) -> None:
+        """Append a step's samples to ``samples.txt`` beside the log."""
+        if self.enabled and texts:
+            with open(self.path.parent / "samples.txt", "a") as f:
+                for i, text in enumerate(texts):
+                    f.write(f"=== step {step}, sample {i + 1} (val bpb {val_bpb:.3f})\n{text}\n\n")
+
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a run resumed from ``step`` will write them again)."""
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(self.path)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

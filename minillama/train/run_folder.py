@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from minillama.atomic import atomic_write
 from minillama.errors import UserError
 
 try:
@@ -93,11 +94,5 @@ class RunLock:
 def write_run_config(run_dir: Path, config) -> None:
     """``RUN/config.toml``: the run's config without the fields that name places or one-off actions (``run_dir``,
     ``resume``, ``overwrite``), so the folder can move and ``--config RUN/config.toml`` repeats the run elsewhere.
-    Written through a temporary file and a rename: a crash leaves the old file or the new one."""
-    text = config.replace(run_dir="", resume="", overwrite=False).to_toml()
-    tmp = run_dir / f".config.toml.tmp{os.getpid()}"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, run_dir / "config.toml")
-    finally:
-        tmp.unlink(missing_ok=True)
+    Written with :func:`~minillama.atomic.atomic_write`: a crash leaves the old file or the new one."""
+    atomic_write(run_dir / "config.toml", config.replace(run_dir="", resume="", overwrite=False).to_toml())

@@ -1,24 +1,11 @@
 """Training checkpoints: everything needed to continue a run exactly, written so that a crash never corrupts one.
 
-A checkpoint is a folder ``RUN/checkpoints/step_N/`` (``N`` = optimizer steps done) holding
-
-* ``model.safetensors`` + ``config.json`` + ``tokenizer.model``: our model format (``minillama.weights``), so
-  ``minillama generate RUN/checkpoints/step_N`` works on any checkpoint;
-* ``optimizer.pt``: AdamW's moments and step counts;
-* ``train_state.pt``: the step, the data position, the guard's counters, the loss scaler, every random number
-  generator's state (Python, numpy, torch CPU, CUDA, MPS) and the best validation loss so far;
-* ``meta.json``: a human-readable summary (step, val loss, time), read to choose which checkpoints to keep.
-
-**Atomicity.** The folder is written under a temporary name (``.tmp-step_N-PID``), each file is flushed to disk
-(``fsync``), then the folder is renamed to ``step_N`` in one ``os.replace`` and the parent folder is fsynced. A rename
-is atomic on POSIX file systems: after a crash at any moment the checkpoint either exists whole or not at all, and
-the previous one is untouched. Leftover temporary folders are removed by the next save.
-
-**Retention.** After each save the newest ``keep_last`` checkpoints are kept, plus the one with the best validation
-loss; the rest are deleted (oldest first).
-
-A sharded variant for FSDP (``torch.distributed.checkpoint``) only has to provide the same three methods
-(:meth:`Checkpointer.save`, :meth:`Checkpointer.load`, :meth:`Checkpointer.latest`).
+``RUN/checkpoints/step_N/`` holds ``model.safetensors`` + ``config.json`` + ``tokenizer.model`` (our model format:
+``minillama generate`` reads any checkpoint), ``optimizer.pt``, ``train_state.pt`` (step, data position, guard,
+loss scaler, every random generator) and ``meta.json`` (step, val loss, time). The folder is written under a
+temporary name and renamed to ``step_N`` in one ``os.replace``: after a crash a checkpoint exists whole or not at
+all. After each save the newest ``keep_last`` are kept, plus the best by validation loss. FSDP's sharded variant
+(:mod:`minillama.parallel.sharded_checkpoint`) provides the same ``save``/``load``/``latest``.
 """
 
 from __future__ import annotations
@@ -32,29 +19,22 @@ import pickle
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from minillama.atomic import atomic_write, fsync_dir
 from minillama.errors import as_user_error, is_disk_full
+from minillama.model import Llama
 from minillama.weights import save_checkpoint
 
 # Fault injection for the crash test: seconds to sleep after the files are written and before the rename.
 PAUSE_BEFORE_RENAME_ENV = "MINILLAMA_CHECKPOINT_PAUSE_BEFORE_RENAME"
 STEP_PREFIX = "step_"
 DISK_NEARLY_FULL = 1 << 20  # bytes free under which a failed write is taken for a full disk
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation inside ``path`` durable (POSIX; a no-op on Windows)."""
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -89,13 +69,6 @@ def removed_on_failure(folder: Path):
         if full:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder.parent)) from error
         raise
-
-
-def _torch_save_synced(obj: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # --- random number generators --------------------------------------------------------------------------------------
@@ -134,7 +107,57 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
+# --- the trainer's state --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """The counters of a run that a checkpoint restores besides the weights, the optimizer and the data position."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0
+    """Training wall time over all sessions of the run (s)."""
+    best_val_loss: float = math.inf
+    saved_step: int | None = None
+    """Step of the last checkpoint written or resumed by this process."""
+
+
+def capture_train_state(state: TrainState, loader, guard, grad_scaler, config, data_world_size: int = 1
+                        ) -> dict[str, Any]:
+    """Everything besides weights and optimizer that the next step depends on, as ``train_state.pt`` holds it."""
+    return {
+        "step": state.step, "tokens_seen": state.tokens, "elapsed": state.elapsed,
+        "best_val_loss": state.best_val_loss, "loader": loader.state_dict(),
+        "scheduler": {"step": state.step, "schedule": config.schedule},  # the schedule is a function of the step
+        "guard": guard.state_dict(),
+        "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
+        "rng": rng_state(), "config": config.to_toml(), "data_world_size": data_world_size,
+    }
+
+
+def restore_train_state(saved: dict[str, Any], state: TrainState, loader, guard, grad_scaler,
+                        checkpoint_dir: Path | None = None) -> None:
+    """The inverse of :func:`capture_train_state`, into the live objects of a run. ``checkpoint_dir`` (the folder
+    of the checkpoint resumed) places the guard's "last good" checkpoint there, since run folders can move."""
+    state.step, state.tokens = int(saved["step"]), int(saved["tokens_seen"])
+    state.elapsed, state.best_val_loss = float(saved["elapsed"]), float(saved["best_val_loss"])
+    state.saved_step = state.step
+    loader.load_state_dict(saved["loader"])
+    guard.load_state_dict(saved["guard"], checkpoints=checkpoint_dir)
+    if grad_scaler is not None and saved["grad_scaler"] is not None:
+        grad_scaler.load_state_dict(saved["grad_scaler"])
+    set_rng_state(saved["rng"])
+
+
 # --- the checkpointer ------------------------------------------------------------------------------------------------
+
+
+def require_llama(model: torch.nn.Module) -> None:
+    """A checkpoint holds a minillama ``Llama`` (its config and Meta's parameter names): say so for anything else."""
+    if not isinstance(model, Llama):
+        raise TypeError(f"checkpoints hold a minillama.model.Llama, got {type(model).__name__}: pass the bare model "
+                        f"(the trainer's .model), not a wrapper such as DDP (.module) or torch.compile (._orig_mod)")
 
 
 def step_of(path: Path) -> int:
@@ -172,6 +195,7 @@ class Checkpointer:
         ``model`` is the bare ``Llama`` (not a DDP/compiled wrapper); ``train_state`` is a dict of tensors and plain
         Python values (the trainer's step, data position, RNG states, ...).
         """
+        require_llama(model)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         final = self.directory / f"{STEP_PREFIX}{step}"
@@ -181,14 +205,10 @@ class Checkpointer:
             save_checkpoint(model, tmp, tokenizer_file=tokenizer_file)
             if tokenizer_file is not None and Path(f"{tokenizer_file}.json").exists():  # pattern + special tokens
                 shutil.copyfile(f"{tokenizer_file}.json", tmp / "tokenizer.model.json")
-            _torch_save_synced(optimizer.state_dict(), tmp / "optimizer.pt")
-            _torch_save_synced(train_state, tmp / "train_state.pt")
+            atomic_write(tmp / "optimizer.pt", lambda file: torch.save(optimizer.state_dict(), file))
+            atomic_write(tmp / "train_state.pt", lambda file: torch.save(train_state, file))
             meta = {"step": step, "val_loss": val_loss, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-            with open(tmp / "meta.json", "w") as f:
-                f.write(json.dumps(meta, indent=2) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_dir(tmp)
+            atomic_write(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
         pause = float(os.environ.get(PAUSE_BEFORE_RENAME_ENV, "0") or 0)
         if pause > 0:
             time.sleep(pause)
@@ -202,6 +222,7 @@ class Checkpointer:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        require_llama(model)
         path = Path(path)
         device = next(model.parameters()).device
         # a truncated, damaged or foreign file is the user's to fix: one line that names it, not a traceback
