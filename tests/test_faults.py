@@ -100,21 +100,34 @@ def test_a_stop_signal_saves_at_a_step_boundary_and_the_resume_is_exact(work, st
     assert _losses(run) == straight  # bit for bit, as after a kill -9 between checkpoints
 
 
-def test_stop_signals_reach_every_rank_under_torchrun(work, tmp_path):
-    """SIGTERM to torchrun (SLURM's preemption notice): both ranks finish the same step, save it, and stop."""
+def _torchrun(work: dict, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+            "minillama.parallel", "train", *FLAGS, "--parallel", "ddp", "--corpus", str(work["corpus"]),
+            "--batch-size", "2", *args]
+
+
+def test_stop_signals_reach_every_rank_under_torchrun_and_the_resume_is_exact(work, tmp_path):
+    """SIGTERM to torchrun (SLURM's preemption notice): both ranks finish the same step, save it and stop; resumed
+    under torchrun, the run's losses equal those of an uninterrupted 2-rank run, bit for bit."""
+    steps = "40"
+    uninterrupted = tmp_path / "ddp-straight"
+    subprocess.run(_torchrun(work, "--max-steps", steps, "--run-dir", str(uninterrupted)), env=work["env"],
+                   check=True, capture_output=True, timeout=300)
     run = tmp_path / "ddp"
-    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                                "2", "-m", "minillama.parallel", "train", *FLAGS, "--parallel", "ddp",
-                                "--corpus", str(work["corpus"]), "--batch-size", "2", "--max-steps", "400",
-                                "--run-dir", str(run)], env=work["env"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(_torchrun(work, "--max-steps", steps, "--run-dir", str(run)), env=work["env"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_step(run, process, 5, timeout=180)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     stopped = _last_step(run)
-    assert stopped < 400 and "SIGTERM at step" in err, err[-3000:]
+    assert stopped < int(steps) and "SIGTERM at step" in err, err[-3000:]
     assert (run / "checkpoints" / f"step_{stopped}" / "train_state.pt").is_file()
     assert not list((run / "checkpoints").glob(".tmp-*"))
+
+    resumed = subprocess.run(_torchrun(work, "--resume", str(run)), env=work["env"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _losses(run) == _losses(uninterrupted)
 
 
 # --- 1. untrusted checkpoints ------------------------------------------------------------------------------------
